@@ -1,0 +1,3 @@
+module github.com/graylane/graylane
+
+go 1.22
