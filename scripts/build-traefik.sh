@@ -20,7 +20,7 @@ echo "build-traefik: building Traefik $version from the Go module proxy into $ou
 echo "build-traefik: the first build takes about 12 minutes on 2 cores; later runs reuse it" >&2
 (
 	cd "$root/e2e"
-	go build -trimpath -o "$out.tmp" \
+	go build -o "$out.tmp" \
 		-ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=${version#v} -X github.com/traefik/traefik/v3/pkg/version.Codename=graylane-e2e" \
 		github.com/traefik/traefik/v3/cmd/traefik
 ) &
