@@ -4,6 +4,8 @@
 package dispatch
 
 // Config is the dispatch middleware configuration, as written in Traefik's dynamic configuration.
+// New gives every zero-valued field its default, so a zero Config is valid too (the root
+// facade, whose dispatch section mapstructure allocates empty, relies on it).
 type Config struct {
 	// Header is the request header that carries the lane. Default X-Gray-Lane.
 	Header string
@@ -56,8 +58,9 @@ type Timeouts struct {
 // Health configures passive health checking: a server that fails MaxFails times within
 // Window is skipped for Cooldown.
 type Health struct {
-	// MaxFails is the number of failures that mark a server down; 0 turns checking off. Default 3.
-	MaxFails int
+	// MaxFails is the number of failures that mark a server down; 0 turns checking off.
+	// Default (nil) 3.
+	MaxFails *int
 	// Window is the period in which failures are counted. Default 10s.
 	Window string
 	// Cooldown is how long a server that is down is skipped. Default 15s.
@@ -71,7 +74,7 @@ func CreateConfig() *Config {
 		Lanes:         map[string]Lane{},
 		UnknownLane:   "next",
 		Timeouts:      Timeouts{Dial: "5s", ResponseHeader: "60s", Idle: "90s"},
-		Health:        Health{MaxFails: 3, Window: "10s", Cooldown: "15s"},
+		Health:        Health{Window: "10s", Cooldown: "15s"},
 		FlushInterval: "100ms",
 	}
 }

@@ -4,6 +4,8 @@
 package mark
 
 // Config is the mark middleware configuration, as written in Traefik's dynamic configuration.
+// New gives every zero-valued field its default, so a zero Config is valid too (the root
+// facade, whose mark section mapstructure allocates empty, relies on it).
 type Config struct {
 	// Header is the request header that carries the lane. Default X-Gray-Lane.
 	Header string
@@ -59,10 +61,10 @@ type StickyCookie struct {
 	Name string
 	// MaxAge is a duration ("720h") or a number of seconds. Default 720h.
 	MaxAge string
-	// Secure marks the cookie Secure. Default true.
-	Secure bool
-	// HTTPOnly marks the cookie HttpOnly. Default true.
-	HTTPOnly bool
+	// Secure marks the cookie Secure. Default (nil) true.
+	Secure *bool
+	// HTTPOnly marks the cookie HttpOnly. Default (nil) true.
+	HTTPOnly *bool
 	// SameSite is Lax (default), Strict, None, or Default to leave the attribute out.
 	SameSite string
 }
@@ -130,8 +132,6 @@ func CreateConfig() *Config {
 		StickyCookie: StickyCookie{
 			Name:     "graylane_id",
 			MaxAge:   "720h",
-			Secure:   true,
-			HTTPOnly: true,
 			SameSite: "Lax",
 		},
 	}
