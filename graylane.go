@@ -1,0 +1,54 @@
+// Package graylane is graylane's entry in the Traefik plugin catalog. Traefik takes one plugin
+// per module from the catalog, so this package serves both roles of graylane from one declared
+// plugin: its configuration has a mark section, a dispatch section, or both. With both, a
+// request is marked first and then dispatched.
+package graylane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/graylane/graylane/dispatch"
+	"github.com/graylane/graylane/mark"
+)
+
+// Config is the configuration of the catalog plugin.
+type Config struct {
+	// Mark, when set, decides the request's lane; its fields are those of the mark plugin.
+	Mark *mark.Config
+	// Dispatch, when set, sends a request with a lane to that lane's servers; its fields are
+	// those of the dispatch plugin.
+	Dispatch *dispatch.Config
+}
+
+// CreateConfig returns an empty configuration: each section is off until it is written.
+// A section takes the defaults of its plugin for every field it leaves out.
+func CreateConfig() *Config {
+	return &Config{}
+}
+
+// New builds the middleware chain the configuration asks for: mark, dispatch, or mark then dispatch.
+func New(ctx context.Context, next http.Handler, config *Config, name string) (http.Handler, error) {
+	if config.Mark == nil && config.Dispatch == nil {
+		return nil, errors.New("graylane: configure a mark section, a dispatch section, or both")
+	}
+
+	handler := next
+	if config.Dispatch != nil {
+		dispatcher, err := dispatch.New(ctx, handler, config.Dispatch, name)
+		if err != nil {
+			return nil, fmt.Errorf("dispatch.%w", err)
+		}
+		handler = dispatcher
+	}
+	if config.Mark != nil {
+		marker, err := mark.New(ctx, handler, config.Mark, name)
+		if err != nil {
+			return nil, fmt.Errorf("mark.%w", err)
+		}
+		handler = marker
+	}
+	return handler, nil
+}
