@@ -2,7 +2,7 @@ module github.com/graylane/graylane/e2e
 
 go 1.25.0
 
-require github.com/traefik/traefik/v3 v3.6.12 // indirect
+require github.com/traefik/traefik/v3 v3.6.12
 
 require (
 	cloud.google.com/go/auth v0.18.1 // indirect
@@ -349,8 +349,6 @@ require (
 	gotest.tools/v3 v3.5.2 // indirect
 	k8s.io/api v0.34.3 // indirect
 	k8s.io/apiextensions-apiserver v0.34.3 // indirect
-	k8s.io/apimachinery v0.34.3 // indirect
-	k8s.io/client-go v0.34.3 // indirect
 	k8s.io/klog/v2 v2.130.1 // indirect
 	k8s.io/kube-openapi v0.0.0-20250814151709-d7b6acb124c3 // indirect
 	k8s.io/utils v0.0.0-20250820121507-0af2bda4dd1d // indirect
@@ -379,6 +377,8 @@ tool github.com/traefik/traefik/v3/cmd/traefik
 require (
 	github.com/gorilla/websocket v1.5.4-0.20250319132907-e064f32e3674
 	gopkg.in/yaml.v3 v3.0.1
+	k8s.io/apimachinery v0.34.3
+	k8s.io/client-go v0.34.3
 )
 
 replace github.com/graylane/graylane => ../
