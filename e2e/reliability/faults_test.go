@@ -1,0 +1,233 @@
+package reliability_test
+
+import (
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/graylane/graylane/e2e/harness"
+)
+
+// Timeouts of the fault scenarios (see faultsDynamic).
+const (
+	hangTimeout = 500 * time.Millisecond // dispatch timeouts.responseHeader of the hang router
+	slowDelay   = 300 * time.Millisecond // how long the slow server takes
+	// latencySlack is what a request may take beyond the timeout it waits out: Traefik,
+	// two plugins and the retry on a loaded 2-core machine.
+	latencySlack = 1500 * time.Millisecond
+)
+
+// faultServers are the servers of TestFaults.
+type faultServers struct {
+	stable, kill1, kill2, hang2, slow1, down1, down2, alt, none1 *harness.Backend
+	hang1                                                        *hangListener
+}
+
+// faultsDynamic gives every fault scenario its own router (chosen by Host) and its own
+// dispatch middleware, so that their timeouts and passive health do not mix. The client sends
+// the lane header itself: dispatch alone, as on an inner gateway behind a marking edge.
+func faultsDynamic(s faultServers) string {
+	return fmt.Sprintf(`
+http:
+  routers:
+    kill: { rule: "Host(`+"`kill.test`"+`)", entryPoints: [web], middlewares: [d-kill], service: stable }
+    hang: { rule: "Host(`+"`hang.test`"+`)", entryPoints: [web], middlewares: [d-hang], service: stable }
+    slow: { rule: "Host(`+"`slow.test`"+`)", entryPoints: [web], middlewares: [d-slow], service: stable }
+    down: { rule: "Host(`+"`down.test`"+`)", entryPoints: [web], middlewares: [d-down], service: stable }
+  services:
+    stable:
+      loadBalancer:
+        servers: [{ url: %q }]
+  middlewares:
+    d-kill:
+      plugin:
+        graylane-dispatch:
+          servedByHeader: X-Gray-Upstream
+          timeouts: { dial: 1s, responseHeader: 5s }
+          health: { maxFails: 2, window: 10s, cooldown: 60s }
+          lanes:
+            canary: { servers: [{ url: %q }, { url: %q }] }
+    d-hang:
+      plugin:
+        graylane-dispatch:
+          servedByHeader: X-Gray-Upstream
+          timeouts: { dial: 1s, responseHeader: %s }
+          health: { maxFails: 2, window: 10s, cooldown: 60s }
+          lanes:
+            canary: { servers: [{ url: %q }, { url: %q }] }
+    d-slow:
+      plugin:
+        graylane-dispatch:
+          servedByHeader: X-Gray-Upstream
+          timeouts: { dial: 1s, responseHeader: 5s }
+          lanes:
+            canary: { servers: [{ url: %q }] }
+    d-down:
+      plugin:
+        graylane-dispatch:
+          servedByHeader: X-Gray-Upstream
+          timeouts: { dial: 1s, responseHeader: 5s }
+          health: { maxFails: 2, window: 10s, cooldown: 60s }
+          lanes:
+            canary: { servers: [{ url: %q }, { url: %q }], fallback: next }
+            other:  { servers: [{ url: %q }], fallback: alt }
+            alt:    { servers: [{ url: %q }] }
+            closed: { servers: [{ url: %q }], fallback: none }
+`, s.stable.URL, s.kill1.URL, s.kill2.URL, hangTimeout, s.hang1.URL(), s.hang2.URL, s.slow1.URL,
+		s.down1.URL, s.down2.URL, s.down1.URL, s.alt.URL, s.none1.URL)
+}
+
+// TestFaults breaks lane servers under a bounded GET load and checks what the spec promises:
+// retry before the first byte to another server, passive health, the response-header
+// timeout, and the lane's fallback when all its servers are down.
+func TestFaults(t *testing.T) {
+	phase := 2 * time.Second
+	if long() {
+		phase = 10 * time.Second
+	}
+	s := faultServers{
+		stable: harness.StartBackend(t, "stable"),
+		kill1:  harness.StartBackend(t, "kill1"),
+		kill2:  harness.StartBackend(t, "kill2"),
+		hang1:  startHangListener(t),
+		hang2:  harness.StartBackend(t, "hang2"),
+		slow1:  harness.StartBackend(t, "slow1"),
+		down1:  harness.StartBackend(t, "down1"),
+		down2:  harness.StartBackend(t, "down2"),
+		alt:    harness.StartBackend(t, "alt"),
+		none1:  harness.StartBackend(t, "none1"),
+	}
+	tr := harness.StartTraefik(t, harness.TraefikOptions{Dynamic: faultsDynamic(s)})
+	for _, r := range []string{"kill", "hang", "slow", "down"} {
+		tr.WaitRouter(t, r, 60*time.Second)
+	}
+	const workers = 4
+	c := newClient(workers)
+	// get sends a GET in the canary lane (or lane) to the host's router and tallies the answer:
+	// a 200 from one of the wanted backends succeeds.
+	get := func(res *tally, host, path, lane string, want ...string) {
+		reply, took, err := send(c, request{url: tr.URL + path, host: host, header: http.Header{laneHeader: {lane}}})
+		if err != nil {
+			res.fail("%s %s: %v (after %s)", host, path, err, took)
+			return
+		}
+		if reply.Status != http.StatusOK {
+			res.fail("%s %s: status %d after %s: %.200s", host, path, reply.Status, took, reply.Body)
+			return
+		}
+		for _, w := range want {
+			if reply.Backend() == w {
+				res.ok(w, took)
+				return
+			}
+		}
+		res.fail("%s %s: answered by %q, want one of %v", host, path, reply.Backend(), want)
+	}
+
+	t.Run("killed", func(t *testing.T) {
+		before, after := newTally(), newTally()
+		stop := backgroundLoad(workers, 100_000, time.Minute, 2*time.Millisecond, func(int) {
+			get(before, "kill.test", "/", "canary", "kill1", "kill2")
+		})
+		time.Sleep(phase)
+		s.kill1.Kill() // SIGKILL while requests are in flight
+		killed := stop()
+		stop = backgroundLoad(workers, 100_000, time.Minute, 2*time.Millisecond, func(int) {
+			get(after, "kill.test", "/", "canary", "kill2")
+		})
+		time.Sleep(phase)
+		stop()
+		t.Logf("before and during SIGKILL of kill1 (%d requests): %s", killed, before)
+		t.Logf("after the kill: %s", after)
+		before.requireNoFailures(t, "GETs around the kill")
+		after.requireNoFailures(t, "GETs after the kill")
+		if before.count("kill1") == 0 || before.count("kill2") == 0 {
+			t.Errorf("both servers should have answered before the kill: %s", before)
+		}
+		if after.total < 50 {
+			t.Errorf("too few requests after the kill: %s", after)
+		}
+	})
+
+	t.Run("hung", func(t *testing.T) {
+		res := newTally()
+		var waited atomic.Int64
+		runLoad(t.Context(), workers, 100_000, phase+phase/2, 2*time.Millisecond, func(int) {
+			start := time.Now()
+			get(res, "hang.test", "/", "canary", "hang2")
+			if time.Since(start) >= hangTimeout {
+				waited.Add(1)
+			}
+		})
+		slow := int(waited.Load())
+		t.Logf("one server accepts and never answers (responseHeader %s): %s; %d requests waited out the timeout; the hung server accepted %d connections",
+			hangTimeout, res, slow, s.hang1.accepted())
+		res.requireNoFailures(t, "GETs with a hung server")
+		if res.maxTook > hangTimeout+latencySlack {
+			t.Errorf("slowest request took %s, want under %s (responseHeader timeout %s + %s)", res.maxTook, hangTimeout+latencySlack, hangTimeout, latencySlack)
+		}
+		if s.hang1.accepted() == 0 {
+			t.Errorf("dispatch never tried the hung server")
+		}
+		// Passive health: after maxFails timeouts the hung server is skipped; only requests
+		// in flight when it was marked down (at most maxFails plus the workers) wait it out.
+		if limit := 2 + workers; slow > limit {
+			t.Errorf("%d requests waited out the timeout, want at most %d once the hung server is marked down", slow, limit)
+		}
+	})
+
+	t.Run("slow", func(t *testing.T) {
+		res := newTally()
+		path := fmt.Sprintf("/slow?d=%s", slowDelay)
+		n := runLoad(t.Context(), workers, 100_000, phase, 0, func(int) {
+			get(res, "slow.test", path, "canary", "slow1")
+		})
+		t.Logf("the only lane server takes %s per answer: %s", slowDelay, res)
+		res.requireNoFailures(t, "GETs to a slow server")
+		if n < workers {
+			t.Errorf("only %d requests completed", n)
+		}
+		if res.maxTook < slowDelay || res.maxTook > 5*time.Second {
+			t.Errorf("slowest request took %s, want between %s and the 5s timeout", res.maxTook, slowDelay)
+		}
+	})
+
+	t.Run("all-down", func(t *testing.T) {
+		s.down1.Kill()
+		s.down2.Kill()
+		s.none1.Kill()
+		next, alt, none := newTally(), newTally(), newTally()
+		limit := 300
+		if long() {
+			limit = 3000
+		}
+		runLoad(t.Context(), workers, limit, time.Minute, 0, func(i int) {
+			switch i % 3 {
+			case 0:
+				get(next, "down.test", "/", "canary", "stable")
+			case 1:
+				get(alt, "down.test", "/", "other", "alt")
+			default:
+				reply, took, err := send(c, request{url: tr.URL + "/", host: "down.test", header: http.Header{laneHeader: {"closed"}}})
+				switch {
+				case err != nil:
+					none.fail("closed: %v", err)
+				case reply.Status != http.StatusBadGateway:
+					none.fail("closed: status %d, want 502 (fallback none): %.200s", reply.Status, reply.Body)
+				default:
+					none.ok("502", took)
+				}
+			}
+		})
+		t.Logf("lane with both servers killed, fallback next: %s", next)
+		t.Logf("lane with its server killed, fallback lane alt: %s", alt)
+		t.Logf("lane with its server killed, fallback none: %s", none)
+		next.requireNoFailures(t, "fallback next")
+		alt.requireNoFailures(t, "fallback to another lane")
+		none.requireNoFailures(t, "fallback none")
+	})
+
+	requireNoPanic(t, tr)
+}
