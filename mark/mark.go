@@ -1,0 +1,205 @@
+package mark
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// Policies for a lane header that arrives with the request.
+const (
+	incomingStrip   = "strip"
+	incomingKeep    = "keep"
+	incomingTrusted = "trustedips"
+)
+
+// handler is one mark middleware instance. Everything is compiled in New; ServeHTTP only looks up.
+type handler struct {
+	next        http.Handler
+	header      string // canonical lane header key
+	incoming    string // incomingStrip, incomingKeep or incomingTrusted
+	trusted     ipSet
+	identity    identitySource
+	ruleHeader  string // canonical response header key, or ""
+	rules       []rule
+	defaultLane string
+}
+
+// New validates the configuration, fills in its defaults and builds the middleware.
+func New(_ context.Context, next http.Handler, config *Config, _ string) (http.Handler, error) {
+	if config == nil {
+		return nil, errors.New("missing configuration")
+	}
+	if err := validate(config); err != nil {
+		return nil, err
+	}
+	cfg := withDefaults(*config)
+	h, err := build(next, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// validate checks the fields that are not parsed into something else by build.
+func validate(cfg *Config) error {
+	if err := checkHeaderName(cfg.Header); err != nil {
+		return fmt.Errorf("header: %q: %w", cfg.Header, err)
+	}
+	switch strings.ToLower(cfg.Incoming) {
+	case "", incomingStrip, incomingKeep:
+	case incomingTrusted:
+		if len(cfg.TrustedIPs) == 0 {
+			return errors.New("trustedIPs: must not be empty with incoming trustedIPs")
+		}
+	default:
+		return fmt.Errorf("incoming: %q: must be strip, keep or trustedIPs", cfg.Incoming)
+	}
+	if err := checkHeaderName(cfg.RuleHeader); err != nil {
+		return fmt.Errorf("ruleHeader: %q: %w", cfg.RuleHeader, err)
+	}
+	if cfg.DefaultLane != "" {
+		if _, err := parseLane(cfg.DefaultLane); err != nil {
+			return fmt.Errorf("defaultLane: %q: %w", cfg.DefaultLane, err)
+		}
+	}
+	if err := cfg.Identity.validate(); err != nil {
+		return fmt.Errorf("identity.%w", err)
+	}
+	seen := make(map[string]int, len(cfg.Rules))
+	for i := 0; i < len(cfg.Rules); i++ {
+		name := cfg.Rules[i].Name
+		if j, dup := seen[name]; dup && name != "" {
+			return fmt.Errorf("rules[%d].name: %q: already used by rules[%d]", i, name, j)
+		}
+		seen[name] = i
+	}
+	return nil
+}
+
+// withDefaults returns a copy of cfg whose empty fields hold their default values.
+func withDefaults(cfg Config) Config {
+	def := CreateConfig()
+	if cfg.Header == "" {
+		cfg.Header = def.Header
+	}
+	if cfg.Incoming == "" {
+		cfg.Incoming = def.Incoming
+	}
+	if cfg.Anonymous == "" {
+		cfg.Anonymous = def.Anonymous
+	}
+	return cfg
+}
+
+// build compiles the configuration into a handler.
+func build(next http.Handler, cfg *Config) (*handler, error) {
+	h := &handler{
+		next:        next,
+		header:      http.CanonicalHeaderKey(cfg.Header),
+		incoming:    strings.ToLower(cfg.Incoming),
+		identity:    newIdentitySource(cfg.Identity),
+		defaultLane: strings.ToLower(cfg.DefaultLane),
+	}
+	if cfg.RuleHeader != "" {
+		h.ruleHeader = http.CanonicalHeaderKey(cfg.RuleHeader)
+	}
+	trusted, err := parseIPSet("trustedIPs", cfg.TrustedIPs)
+	if err != nil {
+		return nil, err
+	}
+	h.trusted = trusted
+	h.rules = make([]rule, len(cfg.Rules))
+	for i := 0; i < len(cfg.Rules); i++ {
+		if err := h.rules[i].build(fmt.Sprintf("rules[%d]", i), &cfg.Rules[i]); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// ServeHTTP marks the request with its lane and passes it on.
+func (h *handler) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
+	h.mark(rw, req)
+	h.next.ServeHTTP(rw, req)
+}
+
+// mark sets the lane header of req: the trusted incoming one, or the lane of the first matching
+// rule, or the default lane, or none.
+func (h *handler) mark(rw http.ResponseWriter, req *http.Request) {
+	if h.keepIncoming(req) {
+		return
+	}
+	delete(req.Header, h.header)
+	lane := h.defaultLane
+	d := decision{handler: h, rw: rw, req: req}
+	for i := 0; i < len(h.rules); i++ {
+		r := &h.rules[i]
+		if r.match(&d) {
+			lane = r.lane
+			if h.ruleHeader != "" {
+				rw.Header()[h.ruleHeader] = []string{r.name}
+			}
+			break
+		}
+	}
+	if lane != "" {
+		req.Header[h.header] = []string{lane}
+	}
+}
+
+// keepIncoming reports whether the lane header sent with req is kept, in which case the rules are
+// skipped. A kept header is normalised to its lower-case lane; one that is not a valid lane is not
+// kept (the caller removes it and runs the rules).
+func (h *handler) keepIncoming(req *http.Request) bool {
+	switch h.incoming {
+	case incomingStrip:
+		return false
+	case incomingTrusted:
+		ip, ok := peerIP(req)
+		if !ok || !h.trusted.contains(ip) {
+			return false
+		}
+	}
+	values := req.Header[h.header]
+	if len(values) == 0 || values[0] == "" {
+		return false
+	}
+	lane, err := parseLane(values[0])
+	if err != nil {
+		return false
+	}
+	if len(values) != 1 || lane != values[0] {
+		req.Header[h.header] = []string{lane}
+	}
+	return true
+}
+
+// checkHeaderName accepts an empty name (meaning unset) or an HTTP token.
+func checkHeaderName(name string) error {
+	if name == "" || isToken(name) {
+		return nil
+	}
+	return errors.New("not a valid header name")
+}
+
+// isToken reports whether s is a non-empty RFC 9110 token, as header and cookie names are.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isAlnum(s[i]) && strings.IndexByte("!#$%&'*+-.^_`|~", s[i]) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// isAlnum reports whether c is an ASCII letter or digit.
+// (A tagless switch case listing several conditions is evaluated wrongly by Yaegi: write ||.)
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}

@@ -1,0 +1,179 @@
+package mark_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/graylane/graylane/mark"
+)
+
+func TestIncoming(t *testing.T) {
+	tests := []struct {
+		name     string
+		incoming string
+		trusted  []string
+		req      request
+		want     string
+	}{
+		{name: "strip removes a spoofed lane", incoming: "strip",
+			req: request{headers: []string{"X-Gray-Lane", "canary"}}, want: "-"},
+		{name: "strip is the default", incoming: "",
+			req: request{headers: []string{"X-Gray-Lane", "canary"}}, want: "-"},
+		{name: "strip then rules", incoming: "strip",
+			req: request{target: "/beta", headers: []string{"X-Gray-Lane", "other"}}, want: "canary"},
+		{name: "keep trusts the header and skips the rules", incoming: "keep",
+			req: request{target: "/beta", headers: []string{"X-Gray-Lane", "blue"}}, want: "blue"},
+		{name: "keep lower-cases", incoming: "keep",
+			req: request{headers: []string{"X-Gray-Lane", "Blue-2"}}, want: "blue-2"},
+		{name: "keep keeps only the first value", incoming: "keep",
+			req: request{headers: []string{"X-Gray-Lane", "blue", "X-Gray-Lane", "green"}}, want: "blue"},
+		{name: "keep removes an invalid lane and runs the rules", incoming: "keep",
+			req: request{target: "/beta", headers: []string{"X-Gray-Lane", "Bad Lane!"}}, want: "canary"},
+		{name: "keep removes an invalid lane", incoming: "keep",
+			req: request{headers: []string{"X-Gray-Lane", "-x"}}, want: "-"},
+		{name: "keep with an empty header runs the rules", incoming: "keep",
+			req: request{target: "/beta", headers: []string{"X-Gray-Lane", ""}}, want: "canary"},
+		{name: "keep without header runs the rules", incoming: "KEEP",
+			req: request{target: "/beta"}, want: "canary"},
+		{name: "trustedIPs keeps from a trusted peer", incoming: "trustedIPs", trusted: []string{"10.0.0.0/8"},
+			req: request{remote: "10.1.2.3:5555", headers: []string{"X-Gray-Lane", "blue"}}, want: "blue"},
+		{name: "trustedIPs keeps from a trusted single address", incoming: "trustedIPs", trusted: []string{"2001:db8::1"},
+			req: request{remote: "[2001:db8::1]:5555", headers: []string{"X-Gray-Lane", "blue"}}, want: "blue"},
+		{name: "trustedIPs strips from another peer", incoming: "trustedIPs", trusted: []string{"10.0.0.0/8"},
+			req: request{remote: "192.0.2.9:5555", headers: []string{"X-Gray-Lane", "blue"}}, want: "-"},
+		{name: "trustedIPs strips then rules", incoming: "trustedips", trusted: []string{"10.0.0.0/8"},
+			req: request{target: "/beta", remote: "192.0.2.9:5555", headers: []string{"X-Gray-Lane", "blue"}}, want: "canary"},
+		{name: "trustedIPs strips when RemoteAddr is not an address", incoming: "trustedIPs", trusted: []string{"0.0.0.0/0"},
+			req: request{remote: "@unix", headers: []string{"X-Gray-Lane", "blue"}}, want: "-"},
+		{name: "X-Forwarded-For is not the peer", incoming: "trustedIPs", trusted: []string{"10.0.0.0/8"},
+			req: request{remote: "192.0.2.9:5555", headers: []string{"X-Forwarded-For", "10.0.0.1", "X-Gray-Lane", "blue"}}, want: "-"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := config(mark.Rule{Name: "beta", Lane: "canary", Path: mark.PathMatch{Prefix: "/beta"}})
+			cfg.Incoming = tt.incoming
+			cfg.TrustedIPs = tt.trusted
+			if got := laneOf(newMark(t, cfg), tt.req); got != tt.want {
+				t.Errorf("lane %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCustomHeaderAndSpoofing(t *testing.T) {
+	cfg := config(mark.Rule{Name: "beta", Lane: "canary", Path: mark.PathMatch{Prefix: "/beta"}})
+	cfg.Header = "x-lane"
+	h := newMark(t, cfg)
+	req := request{target: "/", headers: []string{"X-Lane", "canary", "x-lane", "canary2"}}.build()
+	var got []string
+	probe := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { got = r.Header["X-Lane"] })
+	h, err := mark.New(context.Background(), probe, cfg, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(h, req)
+	if got != nil {
+		t.Errorf("spoofed lane kept: %q", got)
+	}
+	serve(h, request{target: "/beta/x"}.build())
+	if strings.Join(got, ",") != "canary" {
+		t.Errorf("lane %q, want canary", got)
+	}
+}
+
+func TestDefaultLaneAndRuleHeader(t *testing.T) {
+	tests := []struct {
+		name        string
+		defaultLane string
+		ruleHeader  string
+		target      string
+		wantLane    string
+		wantRule    string
+	}{
+		{name: "match", target: "/beta", wantLane: "canary", wantRule: ""},
+		{name: "match with rule header", ruleHeader: "X-Gray-Rule", target: "/beta", wantLane: "canary", wantRule: "beta"},
+		{name: "second rule", ruleHeader: "x-gray-rule", target: "/alpha", wantLane: "blue", wantRule: "alpha"},
+		{name: "no match, no default", ruleHeader: "X-Gray-Rule", target: "/", wantLane: "-", wantRule: ""},
+		{name: "no match, default", defaultLane: "Stable", ruleHeader: "X-Gray-Rule", target: "/", wantLane: "stable", wantRule: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := config(
+				mark.Rule{Name: "beta", Lane: "canary", Path: mark.PathMatch{Prefix: "/beta"}},
+				mark.Rule{Name: "alpha", Lane: "Blue", Path: mark.PathMatch{Prefix: "/alpha"}},
+			)
+			cfg.DefaultLane = tt.defaultLane
+			cfg.RuleHeader = tt.ruleHeader
+			rec := serve(newMark(t, cfg), request{target: tt.target}.build())
+			if got := rec.Header().Get(laneSeen); got != tt.wantLane {
+				t.Errorf("lane %q, want %q", got, tt.wantLane)
+			}
+			if got := rec.Header().Get("X-Gray-Rule"); got != tt.wantRule {
+				t.Errorf("rule header %q, want %q", got, tt.wantRule)
+			}
+		})
+	}
+}
+
+func TestZeroConfigTakesDefaults(t *testing.T) {
+	cfg := &mark.Config{Rules: []mark.Rule{{Name: "beta", Lane: "canary", Path: mark.PathMatch{Prefix: "/beta"}}}}
+	h := newMark(t, cfg)
+	if got := laneOf(h, request{target: "/beta", headers: []string{"X-Gray-Lane", "x"}}); got != "canary" {
+		t.Errorf("lane %q, want canary", got)
+	}
+	if got := laneOf(h, request{target: "/", headers: []string{"X-Gray-Lane", "x"}}); got != "-" {
+		t.Errorf("lane %q, want none", got)
+	}
+	if _, err := mark.New(context.Background(), http.HandlerFunc(backend), &mark.Config{}, "empty"); err != nil {
+		t.Errorf("empty config: %v", err)
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	ok := mark.Rule{Name: "ok", Lane: "canary", Path: mark.PathMatch{Prefix: "/"}}
+	tests := []struct {
+		name string
+		cfg  mark.Config
+		want string
+	}{
+		{name: "header", cfg: mark.Config{Header: "X Lane"}, want: `header: "X Lane": `},
+		{name: "incoming", cfg: mark.Config{Incoming: "drop"}, want: `incoming: "drop": `},
+		{name: "trustedIPs empty", cfg: mark.Config{Incoming: "trustedIPs"}, want: `trustedIPs: must not be empty`},
+		{name: "trustedIPs bad", cfg: mark.Config{Incoming: "trustedIPs", TrustedIPs: []string{"10.0.0/8"}}, want: `trustedIPs[0]: "10.0.0/8": `},
+		{name: "trustedIPs bad second", cfg: mark.Config{TrustedIPs: []string{"::1", "x"}}, want: `trustedIPs[1]: "x": `},
+		{name: "ruleHeader", cfg: mark.Config{RuleHeader: "X:Rule"}, want: `ruleHeader: "X:Rule": `},
+		{name: "defaultLane", cfg: mark.Config{DefaultLane: "Bad Lane!"}, want: `defaultLane: "Bad Lane!": `},
+		{name: "identity header", cfg: mark.Config{Identity: mark.Identity{Header: "X User"}}, want: `identity.header: "X User": `},
+		{name: "identity cookie", cfg: mark.Config{Identity: mark.Identity{Cookie: "a=b"}}, want: `identity.cookie: "a=b": `},
+		{name: "rule name", cfg: mark.Config{Rules: []mark.Rule{ok, {Lane: "canary", Methods: []string{"GET"}}}}, want: `rules[1].name: must not be empty`},
+		{name: "rule name control", cfg: mark.Config{Rules: []mark.Rule{{Name: "a\nb", Lane: "canary", Methods: []string{"GET"}}}}, want: `rules[0].name: "a\nb": `},
+		{name: "duplicate name", cfg: mark.Config{Rules: []mark.Rule{ok, ok}}, want: `rules[1].name: "ok": already used by rules[0]`},
+		{name: "lane", cfg: mark.Config{Rules: []mark.Rule{ok, {Name: "x", Lane: "Bad Lane!", Methods: []string{"GET"}}}}, want: `rules[1].lane: "Bad Lane!": `},
+		{name: "lane empty", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Methods: []string{"GET"}}}}, want: `rules[0].lane: "": `},
+		{name: "lane too long", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: strings.Repeat("a", 64), Methods: []string{"GET"}}}}, want: `rules[0].lane: "aaaa`},
+		{name: "no condition", cfg: mark.Config{Rules: []mark.Rule{ok, {Name: "y", Lane: "canary", Users: []string{"a"}}, {Name: "x", Lane: "canary"}}}, want: `rules[2]: no condition`},
+		{name: "empty user", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Users: []string{"a", ""}}}}, want: `rules[0].users[1]: must not be empty`},
+		{name: "two paths", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Path: mark.PathMatch{Prefix: "/a", Exact: "/b"}}}}, want: `rules[0].path: set only one of`},
+		{name: "bad regex", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Path: mark.PathMatch{Regex: "(a"}}}}, want: `rules[0].path.regex: "(a": `},
+		{name: "empty contains", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Path: mark.PathMatch{Contains: []string{"a", ""}}}}}, want: `rules[0].path.contains[1]: must not be empty`},
+		{name: "method", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Methods: []string{"GET", "PO ST"}}}}, want: `rules[0].methods[1]: "PO ST": `},
+		{name: "header name", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Headers: map[string]string{"X Region": "a"}}}}, want: `rules[0].headers["X Region"]: `},
+		{name: "cookie name", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Cookies: map[string]string{"": "a"}}}}, want: `rules[0].cookies[""]: `},
+		{name: "query name", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Query: map[string]string{"": "a"}}}}, want: `rules[0].query[""]: `},
+		{name: "sourceIPs", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", SourceIPs: []string{"10.0.0.1", "300.0.0.0/8"}}}}, want: `rules[0].sourceIPs[1]: "300.0.0.0/8": `},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := tt.cfg
+			_, err := mark.New(context.Background(), http.HandlerFunc(backend), &cfg, "test")
+			if err == nil {
+				t.Fatalf("no error, want %q", tt.want)
+			}
+			if !strings.HasPrefix(err.Error(), tt.want) {
+				t.Errorf("error %q, want it to start with %q", err, tt.want)
+			}
+		})
+	}
+}
