@@ -1,0 +1,386 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Values of UnknownLane and of a lane's Fallback.
+const (
+	unknownNext   = "next"
+	unknownReject = "reject"
+	fallbackNext  = "next"
+	fallbackNone  = "none"
+)
+
+// maxWeight is the largest server weight.
+const maxWeight = 1000
+
+// handler is one dispatch middleware instance. Everything is built in New; ServeHTTP only looks up.
+type handler struct {
+	next     http.Handler
+	header   string // canonical lane header key
+	reject   bool   // unknownLane: reject
+	servedBy string // canonical response header key, or ""
+	health   healthPolicy
+	lanes    map[string]*lane
+}
+
+// lane is one configured lane: its servers and what takes a request they cannot.
+type lane struct {
+	name     string
+	passHost bool
+	balancer *balancer
+	// fallback is fallbackNext, fallbackNone or the name of fallbackLane.
+	fallback     string
+	fallbackLane *lane
+	// servedBy is the served-by header value when the fallback takes the request: "<lane> next|none".
+	servedBy string
+}
+
+// New validates the configuration, fills in its defaults and builds the middleware.
+func New(_ context.Context, next http.Handler, config *Config, _ string) (http.Handler, error) {
+	if config == nil {
+		return nil, errors.New("missing configuration")
+	}
+	if err := validate(config); err != nil {
+		return nil, err
+	}
+	cfg := withDefaults(*config)
+	return build(next, &cfg)
+}
+
+// validate checks the fields that build does not parse into something else.
+func validate(cfg *Config) error {
+	if err := checkHeaderName(cfg.Header); err != nil {
+		return fmt.Errorf("header: %q: %w", cfg.Header, err)
+	}
+	if err := checkHeaderName(cfg.ServedByHeader); err != nil {
+		return fmt.Errorf("servedByHeader: %q: %w", cfg.ServedByHeader, err)
+	}
+	switch strings.ToLower(cfg.UnknownLane) {
+	case "", unknownNext, unknownReject:
+	default:
+		return fmt.Errorf("unknownLane: %q: must be next or reject", cfg.UnknownLane)
+	}
+	if cfg.Health.MaxFails != nil && *cfg.Health.MaxFails < 0 {
+		return fmt.Errorf("health.maxFails: %d: must be 0 (off) or more", *cfg.Health.MaxFails)
+	}
+	return validateLanes(cfg.Lanes)
+}
+
+// validateLanes checks lane names, that every lane has servers, and that fallbacks name
+// existing lanes without a cycle.
+func validateLanes(lanes map[string]Lane) error {
+	names := sortedNames(lanes)
+	fallbacks := make(map[string]string, len(names))
+	for i := 0; i < len(names); i++ {
+		name := names[i]
+		lower := strings.ToLower(name)
+		if !isLaneName(lower) {
+			return fmt.Errorf("lanes.%s: %q: bad lane name, want [a-z0-9][a-z0-9._-]{0,62}", name, name)
+		}
+		if lower == fallbackNext || lower == fallbackNone {
+			return fmt.Errorf("lanes.%s: %q: reserved, it is a fallback keyword", name, name)
+		}
+		if _, dup := fallbacks[lower]; dup {
+			return fmt.Errorf("lanes.%s: %q: same lane as another key (lane names are case-insensitive)", name, name)
+		}
+		if len(lanes[name].Servers) == 0 {
+			return fmt.Errorf("lanes.%s.servers: must not be empty", name)
+		}
+		fallbacks[lower] = strings.ToLower(lanes[name].Fallback)
+	}
+	for i := 0; i < len(names); i++ {
+		name := names[i]
+		fb := fallbacks[strings.ToLower(name)]
+		switch fb {
+		case "", fallbackNext, fallbackNone:
+			continue
+		}
+		if _, ok := fallbacks[fb]; !ok {
+			return fmt.Errorf("lanes.%s.fallback: %q: must be next, none or a configured lane", name, lanes[name].Fallback)
+		}
+		if cycle := fallbackCycle(strings.ToLower(name), fallbacks); cycle != "" {
+			return fmt.Errorf("lanes.%s.fallback: cycle %s", name, cycle)
+		}
+	}
+	return nil
+}
+
+// fallbackCycle follows the fallbacks from start and returns "a -> b -> a" when they lead back
+// to start, or "" when they end (in next, none, or a cycle that start is not part of: that one
+// is reported for one of its own lanes).
+func fallbackCycle(start string, fallbacks map[string]string) string {
+	path := []string{start}
+	cur := start
+	for len(path) <= len(fallbacks) {
+		cur = fallbacks[cur]
+		if _, ok := fallbacks[cur]; !ok {
+			return ""
+		}
+		path = append(path, cur)
+		if cur == start {
+			return strings.Join(path, " -> ")
+		}
+	}
+	return ""
+}
+
+// withDefaults returns a copy of cfg whose empty fields hold their default values.
+func withDefaults(cfg Config) Config {
+	def := CreateConfig()
+	if cfg.Header == "" {
+		cfg.Header = def.Header
+	}
+	if cfg.UnknownLane == "" {
+		cfg.UnknownLane = def.UnknownLane
+	}
+	if cfg.Timeouts.Dial == "" {
+		cfg.Timeouts.Dial = def.Timeouts.Dial
+	}
+	if cfg.Timeouts.ResponseHeader == "" {
+		cfg.Timeouts.ResponseHeader = def.Timeouts.ResponseHeader
+	}
+	if cfg.Timeouts.Idle == "" {
+		cfg.Timeouts.Idle = def.Timeouts.Idle
+	}
+	if cfg.Health.MaxFails == nil {
+		maxFails := defaultMaxFails
+		cfg.Health.MaxFails = &maxFails
+	}
+	if cfg.Health.Window == "" {
+		cfg.Health.Window = def.Health.Window
+	}
+	if cfg.Health.Cooldown == "" {
+		cfg.Health.Cooldown = def.Health.Cooldown
+	}
+	if cfg.FlushInterval == "" {
+		cfg.FlushInterval = def.FlushInterval
+	}
+	return cfg
+}
+
+// build parses the durations and URLs of the configuration and builds the handler, its lanes,
+// their balancers and the servers' proxies.
+func build(next http.Handler, cfg *Config) (*handler, error) {
+	h := &handler{
+		next:   next,
+		header: http.CanonicalHeaderKey(cfg.Header),
+		reject: strings.ToLower(cfg.UnknownLane) == unknownReject,
+		lanes:  make(map[string]*lane, len(cfg.Lanes)),
+	}
+	if cfg.ServedByHeader != "" {
+		h.servedBy = http.CanonicalHeaderKey(cfg.ServedByHeader)
+	}
+	var err error
+	if h.health, err = parseHealth(&cfg.Health); err != nil {
+		return nil, fmt.Errorf("health.%w", err)
+	}
+	timeouts, err := parseTimeouts(&cfg.Timeouts)
+	if err != nil {
+		return nil, fmt.Errorf("timeouts.%w", err)
+	}
+	flush, err := parseFlushInterval(cfg.FlushInterval)
+	if err != nil {
+		return nil, fmt.Errorf("flushInterval: %w", err)
+	}
+	names := sortedNames(cfg.Lanes)
+	for i := 0; i < len(names); i++ {
+		l, err := buildLane(strings.ToLower(names[i]), cfg.Lanes[names[i]], timeouts, flush)
+		if err != nil {
+			return nil, fmt.Errorf("lanes.%s.%w", names[i], err)
+		}
+		h.lanes[l.name] = l
+	}
+	for _, l := range h.lanes {
+		if l.fallback != fallbackNext && l.fallback != fallbackNone {
+			l.fallbackLane = h.lanes[l.fallback]
+		}
+	}
+	return h, nil
+}
+
+// buildLane builds one lane; its fallback lane is linked by the caller.
+func buildLane(name string, cfg Lane, timeouts transportTimeouts, flush time.Duration) (*lane, error) {
+	l := &lane{name: name, passHost: cfg.PassHostHeader == nil || *cfg.PassHostHeader}
+	l.fallback = strings.ToLower(cfg.Fallback)
+	if l.fallback == "" {
+		l.fallback = fallbackNext
+	}
+	l.servedBy = name + " " + l.fallback
+	servers := make([]*server, len(cfg.Servers))
+	for i := 0; i < len(cfg.Servers); i++ {
+		s, err := buildServer(name, i, cfg.Servers[i], timeouts, flush)
+		if err != nil {
+			return nil, fmt.Errorf("servers[%d].%w", i, err)
+		}
+		servers[i] = s
+	}
+	l.balancer = newBalancer(servers)
+	return l, nil
+}
+
+// buildServer parses one server of a lane and builds its proxy.
+func buildServer(laneName string, index int, cfg Server, timeouts transportTimeouts, flush time.Duration) (*server, error) {
+	u, err := parseServerURL(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("url: %q: %w", cfg.URL, err)
+	}
+	weight := 1
+	if cfg.Weight != nil {
+		weight = *cfg.Weight
+	}
+	if weight < 0 || weight > maxWeight {
+		return nil, fmt.Errorf("weight: %d: must be 0 (drained) to %d", weight, maxWeight)
+	}
+	key := u.String()
+	return &server{
+		url:      u,
+		key:      key,
+		index:    index,
+		weight:   weight,
+		servedBy: laneName + " " + key,
+		proxy:    newProxy(sharedTransport(u, timeouts), flush),
+	}, nil
+}
+
+// parseServerURL accepts an absolute http or https URL with a host and an optional path.
+func parseServerURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil {
+		return nil, errors.New("not a URL")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, errors.New("scheme must be http or https")
+	}
+	if u.Hostname() == "" {
+		return nil, errors.New("no host")
+	}
+	if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return nil, errors.New("must not have user info, a query or a fragment")
+	}
+	return u, nil
+}
+
+// parseDuration parses a Go duration ("5s", "1m30s") or a plain number of seconds ("5").
+func parseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	var d time.Duration
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n > int64(maxSeconds) || n < -int64(maxSeconds) {
+			return 0, fmt.Errorf("%q: too large", s)
+		}
+		d = time.Duration(n) * time.Second
+	} else if d, err = time.ParseDuration(s); err != nil {
+		return 0, fmt.Errorf("%q: bad duration, want e.g. \"5s\" or a number of seconds", s)
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("%q: must not be negative", s)
+	}
+	return d, nil
+}
+
+// maxSeconds is the largest number of seconds a time.Duration holds.
+const maxSeconds = (1<<63 - 1) / int64(time.Second)
+
+// parseFlushInterval parses FlushInterval: a duration, or "-1" to flush after every write.
+func parseFlushInterval(s string) (time.Duration, error) {
+	if strings.TrimSpace(s) == "-1" {
+		return -1, nil
+	}
+	return parseDuration(s)
+}
+
+// sortedNames returns the lane names of lanes in order, so errors and builds are deterministic.
+func sortedNames(lanes map[string]Lane) []string {
+	names := make([]string, 0, len(lanes))
+	for name := range lanes {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// ServeHTTP sends a request of a configured lane to that lane's servers, any other to unknownLane.
+func (h *handler) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
+	l := h.lanes[laneOf(req.Header[h.header])]
+	if l == nil {
+		h.serveUnknown(rw, req)
+		return
+	}
+	h.serveLane(rw, req, l)
+}
+
+// serveUnknown passes a request with no configured lane on, or rejects it.
+func (h *handler) serveUnknown(rw http.ResponseWriter, req *http.Request) {
+	if h.reject {
+		http.Error(rw, "unknown gray lane", http.StatusBadRequest)
+		return
+	}
+	h.next.ServeHTTP(rw, req)
+}
+
+// serveFallback hands a request that l's servers cannot take to l's fallback.
+func (h *handler) serveFallback(rw http.ResponseWriter, req *http.Request, l *lane) {
+	if l.fallbackLane != nil {
+		h.serveLane(rw, req, l.fallbackLane)
+		return
+	}
+	if h.servedBy != "" {
+		rw.Header().Set(h.servedBy, l.servedBy)
+	}
+	if l.fallback == fallbackNone {
+		http.Error(rw, http.StatusText(http.StatusBadGateway), http.StatusBadGateway)
+		return
+	}
+	h.next.ServeHTTP(rw, req)
+}
+
+// laneOf returns the lane named by the lane header's values: the first one, trimmed and
+// lower-cased. A name that is not a valid lane is simply not found among the configured lanes.
+func laneOf(values []string) string {
+	if len(values) == 0 {
+		return ""
+	}
+	return strings.ToLower(strings.TrimSpace(values[0]))
+}
+
+// isLaneName reports whether s is a lane name: [a-z0-9]([a-z0-9._-]{0,62}).
+func isLaneName(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || i > 0 && (c == '.' || c == '_' || c == '-')) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkHeaderName accepts an empty name (meaning unset) or an HTTP token.
+func checkHeaderName(name string) error {
+	for i := 0; i < len(name); i++ {
+		if !isTokenByte(name[i]) {
+			return errors.New("not a valid header name")
+		}
+	}
+	return nil
+}
+
+// isTokenByte reports whether c may appear in an RFC 9110 token, as header names are.
+func isTokenByte(c byte) bool {
+	// One condition, not a case list: Yaegi evaluates only the first expression of a case list
+	// in a switch without a tag.
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+		strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}

@@ -1,0 +1,277 @@
+package dispatch_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/graylane/graylane/dispatch"
+)
+
+// newBackend starts a server that answers with its name and, in X-Seen-* response headers, what
+// it received.
+func newBackend(t *testing.T, name string) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
+		h := rw.Header()
+		h.Set("X-Backend", name)
+		h.Set("X-Seen-Host", req.Host)
+		h.Set("X-Seen-Path", req.URL.EscapedPath())
+		h.Set("X-Seen-Query", req.URL.RawQuery)
+		h.Set("X-Seen-Lane", req.Header.Get("X-Gray-Lane"))
+		h.Set("X-Seen-For", strings.Join(req.Header.Values("X-Forwarded-For"), "|"))
+		h.Set("X-Seen-Proto", strings.Join(req.Header.Values("X-Forwarded-Proto"), "|"))
+		h.Set("X-Seen-Fwd-Host", strings.Join(req.Header.Values("X-Forwarded-Host"), "|"))
+		_, _ = io.WriteString(rw, name)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// nextHandler stands for the router's own service.
+var nextHandler = http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+	rw.Header().Set("X-Backend", "next")
+	_, _ = io.WriteString(rw, "next")
+})
+
+// intp returns a pointer to n, for Weight and MaxFails.
+func intp(n int) *int { return &n }
+
+// boolp returns a pointer to b, for PassHostHeader.
+func boolp(b bool) *bool { return &b }
+
+// laneConfig returns a lane configuration with the given server URLs, weight 1 each.
+func laneConfig(urls ...string) dispatch.Lane {
+	l := dispatch.Lane{}
+	for i := 0; i < len(urls); i++ {
+		l.Servers = append(l.Servers, dispatch.Server{URL: urls[i]})
+	}
+	return l
+}
+
+// newHandler builds the middleware or fails the test.
+func newHandler(t testing.TB, cfg *dispatch.Config) http.Handler {
+	t.Helper()
+	h, err := dispatch.New(context.Background(), nextHandler, cfg, "test")
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return h
+}
+
+// serve sends a GET with the given lane header value ("" = none) and returns the recorded response.
+func serve(h http.Handler, laneValue string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodGet, "http://front.example/some/path?q=1", nil)
+	if laneValue != "" {
+		req.Header.Set("X-Gray-Lane", laneValue)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func TestWeightedRoundRobin(t *testing.T) {
+	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
+	tests := []struct {
+		name    string
+		weights []int
+		want    string // backends of the first requests, in order
+	}{
+		{name: "equal", weights: []int{1, 1, 1}, want: "abcabc"},
+		{name: "3:1 smooth", weights: []int{3, 1, 0}, want: "aabaaaba"},
+		{name: "1:3 smooth", weights: []int{1, 3, 0}, want: "babbbabb"},
+		{name: "5:1:1 smooth", weights: []int{5, 1, 1}, want: "aabacaa"},
+		{name: "drained", weights: []int{1, 0, 2}, want: "caccac"},
+	}
+	urls := []string{a.URL, b.URL, c.URL}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := dispatch.CreateConfig()
+			l := laneConfig(urls...)
+			for i := 0; i < len(l.Servers); i++ {
+				l.Servers[i].Weight = intp(tc.weights[i])
+			}
+			cfg.Lanes["canary"] = l
+			h := newHandler(t, cfg)
+			got := ""
+			for i := 0; i < len(tc.want); i++ {
+				got += serve(h, "canary").Header().Get("X-Backend")
+			}
+			if got != tc.want {
+				t.Fatalf("sequence %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestWeightedRoundRobinSplit(t *testing.T) {
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	cfg := dispatch.CreateConfig()
+	cfg.Lanes["canary"] = dispatch.Lane{Servers: []dispatch.Server{
+		{URL: a.URL, Weight: intp(3)},
+		{URL: b.URL, Weight: intp(1)},
+	}}
+	h := newHandler(t, cfg)
+	counts := map[string]int{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	const workers, each = 8, 50
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go serveCounting(h, each, counts, &mu, &wg)
+	}
+	wg.Wait()
+	if counts["a"] != 300 || counts["b"] != 100 {
+		t.Fatalf("split %v, want a:300 b:100", counts)
+	}
+}
+
+// serveCounting sends n requests of lane canary to h and counts the backends that answered.
+func serveCounting(h http.Handler, n int, counts map[string]int, mu *sync.Mutex, wg *sync.WaitGroup) {
+	defer wg.Done()
+	for i := 0; i < n; i++ {
+		backend := serve(h, "canary").Header().Get("X-Backend")
+		mu.Lock()
+		counts[backend]++
+		mu.Unlock()
+	}
+}
+
+func TestUnknownLane(t *testing.T) {
+	a := newBackend(t, "a")
+	tests := []struct {
+		name        string
+		unknownLane string
+		laneValue   string
+		wantStatus  int
+		wantBackend string
+	}{
+		{name: "lane", unknownLane: "next", laneValue: "canary", wantStatus: 200, wantBackend: "a"},
+		{name: "no header next", unknownLane: "next", laneValue: "", wantStatus: 200, wantBackend: "next"},
+		{name: "unknown next", unknownLane: "next", laneValue: "blue", wantStatus: 200, wantBackend: "next"},
+		{name: "default is next", unknownLane: "", laneValue: "blue", wantStatus: 200, wantBackend: "next"},
+		{name: "no header reject", unknownLane: "reject", laneValue: "", wantStatus: 400},
+		{name: "unknown reject", unknownLane: "Reject", laneValue: "blue", wantStatus: 400},
+		{name: "invalid reject", unknownLane: "reject", laneValue: "-bad lane-", wantStatus: 400},
+		{name: "lane reject", unknownLane: "reject", laneValue: "canary", wantStatus: 200, wantBackend: "a"},
+		{name: "upper case", unknownLane: "reject", laneValue: "CANARY", wantStatus: 200, wantBackend: "a"},
+		{name: "spaces", unknownLane: "reject", laneValue: "  Canary\t", wantStatus: 200, wantBackend: "a"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := dispatch.CreateConfig()
+			cfg.UnknownLane = tc.unknownLane
+			cfg.Lanes["Canary"] = laneConfig(a.URL)
+			rec := serve(newHandler(t, cfg), tc.laneValue)
+			if rec.Code != tc.wantStatus || rec.Header().Get("X-Backend") != tc.wantBackend {
+				t.Fatalf("status %d backend %q, want %d %q", rec.Code, rec.Header().Get("X-Backend"), tc.wantStatus, tc.wantBackend)
+			}
+		})
+	}
+}
+
+func TestForwarding(t *testing.T) {
+	a := newBackend(t, "a")
+	aHost := strings.TrimPrefix(a.URL, "http://")
+	tests := []struct {
+		name       string
+		serverURL  string
+		passHost   *bool
+		header     string // lane header name
+		inPath     string
+		inHeaders  map[string]string
+		tls        bool
+		wantHost   string
+		wantPath   string
+		wantFor    string
+		wantProto  string
+		wantFwHost string
+	}{
+		{name: "defaults", serverURL: a.URL, inPath: "/x/y", wantHost: "front.example",
+			wantPath: "/x/y", wantFor: "192.0.2.1", wantProto: "http", wantFwHost: "front.example"},
+		{name: "passHostHeader false", serverURL: a.URL, passHost: boolp(false), inPath: "/x",
+			wantHost: aHost, wantPath: "/x", wantFor: "192.0.2.1", wantProto: "http", wantFwHost: "front.example"},
+		{name: "tls", serverURL: a.URL, passHost: boolp(true), tls: true, inPath: "/",
+			wantHost: "front.example", wantPath: "/", wantFor: "192.0.2.1", wantProto: "https", wantFwHost: "front.example"},
+		{name: "set by traefik", serverURL: a.URL, inPath: "/",
+			inHeaders: map[string]string{"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "public.example"},
+			wantHost:  "front.example", wantPath: "/", wantFor: "203.0.113.9, 192.0.2.1", wantProto: "https", wantFwHost: "public.example"},
+		{name: "path prefix", serverURL: a.URL + "/api", inPath: "/v1/items",
+			wantHost: "front.example", wantPath: "/api/v1/items", wantFor: "192.0.2.1", wantProto: "http", wantFwHost: "front.example"},
+		{name: "path prefix slash", serverURL: a.URL + "/api/", inPath: "/v1/",
+			wantHost: "front.example", wantPath: "/api/v1/", wantFor: "192.0.2.1", wantProto: "http", wantFwHost: "front.example"},
+		{name: "escaped path", serverURL: a.URL + "/api", inPath: "/a%2Fb",
+			wantHost: "front.example", wantPath: "/api/a%2Fb", wantFor: "192.0.2.1", wantProto: "http", wantFwHost: "front.example"},
+		{name: "own header", serverURL: a.URL, header: "X-Lane", inPath: "/",
+			wantHost: "front.example", wantPath: "/", wantFor: "192.0.2.1", wantProto: "http", wantFwHost: "front.example"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := dispatch.CreateConfig()
+			if tc.header != "" {
+				cfg.Header = tc.header
+			}
+			l := laneConfig(tc.serverURL)
+			l.PassHostHeader = tc.passHost
+			cfg.Lanes["canary"] = l
+			h := newHandler(t, cfg)
+			target := "http://front.example" + tc.inPath + "?q=1"
+			if tc.tls {
+				target = "https://front.example" + tc.inPath + "?q=1"
+			}
+			req := httptest.NewRequest(http.MethodGet, target, nil)
+			req.Header.Set(cfg.Header, "canary")
+			for k, v := range tc.inHeaders {
+				req.Header.Set(k, v)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			got := rec.Header()
+			checks := [][3]string{
+				{"status", http.StatusText(rec.Code), "OK"},
+				{"host", got.Get("X-Seen-Host"), tc.wantHost},
+				{"path", got.Get("X-Seen-Path"), tc.wantPath},
+				{"query", got.Get("X-Seen-Query"), "q=1"},
+				{"X-Forwarded-For", got.Get("X-Seen-For"), tc.wantFor},
+				{"X-Forwarded-Proto", got.Get("X-Seen-Proto"), tc.wantProto},
+				{"X-Forwarded-Host", got.Get("X-Seen-Fwd-Host"), tc.wantFwHost},
+			}
+			if tc.header == "" {
+				checks = append(checks, [3]string{"lane header", got.Get("X-Seen-Lane"), "canary"})
+			}
+			for i := 0; i < len(checks); i++ {
+				if checks[i][1] != checks[i][2] {
+					t.Errorf("%s: %q, want %q", checks[i][0], checks[i][1], checks[i][2])
+				}
+			}
+		})
+	}
+}
+
+func TestLaneHeaderKept(t *testing.T) {
+	a := newBackend(t, "a")
+	cfg := dispatch.CreateConfig()
+	cfg.Lanes["canary"] = laneConfig(a.URL)
+	rec := serve(newHandler(t, cfg), " CANARY ")
+	if got := rec.Header().Get("X-Seen-Lane"); got != " CANARY " && got != "CANARY" {
+		t.Fatalf("lane header at the server %q", got)
+	}
+}
+
+func TestServedByHeader(t *testing.T) {
+	a := newBackend(t, "a")
+	cfg := dispatch.CreateConfig()
+	cfg.ServedByHeader = "X-Gray-Upstream"
+	cfg.Lanes["canary"] = laneConfig(a.URL)
+	rec := serve(newHandler(t, cfg), "canary")
+	if got, want := rec.Header().Get("X-Gray-Upstream"), "canary "+a.URL; got != want {
+		t.Fatalf("served-by %q, want %q", got, want)
+	}
+	if got := serve(newHandler(t, cfg), "").Header().Get("X-Gray-Upstream"); got != "" {
+		t.Fatalf("served-by %q on the next path", got)
+	}
+}

@@ -1,0 +1,149 @@
+package dispatch
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// defaultMaxFails is Health.MaxFails when it is not set.
+const defaultMaxFails = 3
+
+// maxHealthRecords bounds the package-level health table.
+const maxHealthRecords = 4096
+
+// healthPolicy is one middleware's passive health checking: a server that fails maxFails times
+// within window is down for cooldown. The state it reads and writes is the package-level
+// healthRecords, keyed by server URL, so it outlives configuration reloads and is shared by every
+// middleware that sends to the same server.
+type healthPolicy struct {
+	maxFails int // 0 turns passive health checking off
+	window   time.Duration
+	cooldown time.Duration
+}
+
+// parseHealth parses the health configuration (with its defaults filled in).
+func parseHealth(cfg *Health) (healthPolicy, error) {
+	p := healthPolicy{maxFails: *cfg.MaxFails}
+	var err error
+	if p.window, err = parseDuration(cfg.Window); err != nil {
+		return p, fmt.Errorf("window: %w", err)
+	}
+	if p.cooldown, err = parseDuration(cfg.Cooldown); err != nil {
+		return p, fmt.Errorf("cooldown: %w", err)
+	}
+	if p.maxFails > 0 && p.window == 0 {
+		return p, fmt.Errorf("window: %q: must be more than 0 when maxFails is not 0", cfg.Window)
+	}
+	if p.maxFails > 0 && p.cooldown == 0 {
+		return p, fmt.Errorf("cooldown: %q: must be more than 0 when maxFails is not 0", cfg.Cooldown)
+	}
+	return p, nil
+}
+
+// isDown reports whether s is in its cooldown at now.
+func (p *healthPolicy) isDown(s *server, now time.Time) bool {
+	if p.maxFails == 0 {
+		return false
+	}
+	return healthRecords.isDown(s.key, now)
+}
+
+// fail counts a failure of s.
+func (p *healthPolicy) fail(s *server) {
+	if p.maxFails == 0 {
+		return
+	}
+	healthRecords.fail(s.key, p, time.Now())
+}
+
+// healthRecord holds the recent failures of one server URL.
+type healthRecord struct {
+	fails     int       // failures counted since since
+	since     time.Time // start of the window in which failures are counted
+	downUntil time.Time // end of the cooldown; zero when the server was never down
+	expires   time.Time // when the window and the cooldown are both over and the record says nothing
+}
+
+// healthTable is the passive health state of every server that failed recently.
+type healthTable struct {
+	mu      sync.Mutex
+	records map[string]*healthRecord
+	size    int64 // len(records), read without mu so that a healthy table costs no lock
+}
+
+// healthRecords is the health state shared by every middleware instance, across reloads.
+var healthRecords = &healthTable{records: make(map[string]*healthRecord)}
+
+// isDown reports whether the server with the given key is in its cooldown at now.
+func (t *healthTable) isDown(key string, now time.Time) bool {
+	if atomic.LoadInt64(&t.size) == 0 {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.records[key]
+	if r == nil {
+		return false
+	}
+	if now.After(r.expires) {
+		t.remove(key)
+		return false
+	}
+	return now.Before(r.downUntil)
+}
+
+// fail counts a failure at now of the server with the given key, under policy p.
+func (t *healthTable) fail(key string, p *healthPolicy, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.records[key]
+	if r != nil && now.Before(r.downUntil) {
+		return // requests that were in flight when it went down do not extend the cooldown
+	}
+	if r == nil || now.After(r.expires) {
+		if r == nil && len(t.records) >= maxHealthRecords {
+			t.evict(now)
+		}
+		r = &healthRecord{since: now}
+		t.records[key] = r
+		atomic.StoreInt64(&t.size, int64(len(t.records)))
+	}
+	if now.Sub(r.since) > p.window {
+		r.fails = 0
+		r.since = now
+	}
+	r.fails++
+	r.expires = r.since.Add(p.window)
+	if r.fails >= p.maxFails {
+		// Down for the cooldown; afterwards it takes its share again and counting starts afresh.
+		r.fails = 0
+		r.downUntil = now.Add(p.cooldown)
+		r.since = r.downUntil
+		r.expires = r.downUntil
+	}
+}
+
+// evict makes room in a full table: it drops the records that have expired and, if none had,
+// the one that expires first.
+func (t *healthTable) evict(now time.Time) {
+	oldest := ""
+	for key, r := range t.records {
+		if now.After(r.expires) {
+			delete(t.records, key)
+		} else if oldest == "" || r.expires.Before(t.records[oldest].expires) {
+			oldest = key
+		}
+	}
+	if len(t.records) >= maxHealthRecords {
+		delete(t.records, oldest)
+	}
+	atomic.StoreInt64(&t.size, int64(len(t.records)))
+}
+
+// remove drops the record of key.
+func (t *healthTable) remove(key string) {
+	delete(t.records, key)
+	atomic.StoreInt64(&t.size, int64(len(t.records)))
+}
