@@ -54,7 +54,12 @@ func New(_ context.Context, next http.Handler, config *Config, _ string) (http.H
 		return nil, err
 	}
 	cfg := withDefaults(*config)
-	return build(next, &cfg)
+	h, err := build(next, &cfg)
+	if err != nil {
+		// Not "return build(...)": Yaegi loses the error when it converts *handler to http.Handler.
+		return nil, err
+	}
+	return h, nil
 }
 
 // validate checks the fields that build does not parse into something else.
