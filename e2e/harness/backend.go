@@ -30,6 +30,18 @@ var (
 	backendErr  error
 )
 
+// started records the processes the harness started, for LeftoverProcesses.
+var (
+	startedMu sync.Mutex
+	started   = map[int]string{}
+)
+
+func track(pid int, name string) {
+	startedMu.Lock()
+	started[pid] = name
+	startedMu.Unlock()
+}
+
 // BackendBinary builds e2e/cmd/backend (once per process) into the cache directory and returns
 // its path.
 func BackendBinary(tb testing.TB) string {
@@ -81,6 +93,7 @@ func StartBackend(tb testing.TB, name string) *Backend {
 	if err := b.cmd.Start(); err != nil {
 		tb.Fatalf("harness: start backend %s: %v", name, err)
 	}
+	track(b.cmd.Process.Pid, "backend "+name)
 	go func() {
 		_ = b.cmd.Wait()
 		close(b.done)

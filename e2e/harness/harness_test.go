@@ -17,7 +17,7 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if left := harness.LeftoverChildren(); len(left) > 0 {
+	if left := append(harness.LeftoverChildren(), harness.LeftoverProcesses()...); len(left) > 0 {
 		println("leftover child processes:", strings.Join(left, "; "))
 		code = 1
 	}

@@ -32,6 +32,26 @@ func lockFile(path string) (unlock func(), err error) {
 	}, nil
 }
 
+// LeftoverProcesses lists the processes StartTraefik and StartBackend started (as
+// "pid name") that still exist as children of the test process, zombies included. After the
+// tests that started them have finished, it should be empty.
+func LeftoverProcesses() []string {
+	startedMu.Lock()
+	defer startedMu.Unlock()
+	alive := map[int]bool{}
+	for _, child := range LeftoverChildren() {
+		pid, _ := strconv.Atoi(strings.Fields(child)[0])
+		alive[pid] = true
+	}
+	var out []string
+	for pid, name := range started {
+		if alive[pid] {
+			out = append(out, strconv.Itoa(pid)+" "+name)
+		}
+	}
+	return out
+}
+
 // LeftoverChildren lists the processes (as "pid command") whose parent is the test process
 // and that still exist, zombies included. Call it from TestMain after m.Run: every process
 // the harness starts is stopped and reaped by its test's Cleanup, so the list should be empty.

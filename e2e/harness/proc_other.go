@@ -11,3 +11,6 @@ func lockFile(string) (func(), error) { return func() {}, nil }
 
 // LeftoverChildren is only implemented on Linux; elsewhere it returns nil.
 func LeftoverChildren() []string { return nil }
+
+// LeftoverProcesses is only implemented on Linux; elsewhere it returns nil.
+func LeftoverProcesses() []string { return nil }

@@ -237,6 +237,7 @@ func StartTraefik(tb testing.TB, opts TraefikOptions) *Traefik {
 		logFile.Close()
 		tb.Fatalf("harness: start traefik: %v", err)
 	}
+	track(t.cmd.Process.Pid, "traefik "+dir)
 	go func() {
 		_ = t.cmd.Wait()
 		logFile.Close()

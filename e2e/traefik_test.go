@@ -1,0 +1,331 @@
+package e2e_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/graylane/graylane/e2e/harness"
+)
+
+// laneConfig is the dynamic configuration of the end-to-end tests: router app (Host app.test)
+// → service stable, through mark then dispatch; router facade (Host facade.test) → the same
+// through the root catalog plugin. The testers rule sends its users to testersLane.
+// With withBad, router bad (Host bad.test) uses middleware gray-bad, whose lane is invalid.
+func laneConfig(stable, canary, beta *harness.Backend, testersLane string, withBad bool) string {
+	badRouter, badMiddleware := "", ""
+	if withBad {
+		badRouter, badMiddleware = badRouterYAML, badMiddlewareYAML
+	}
+	return strings.NewReplacer(
+		"STABLE", stable.URL, "CANARY", canary.URL, "BETA", beta.URL, "TESTERS", testersLane,
+		"BAD_ROUTER\n", badRouter, "BAD_MIDDLEWARE\n", badMiddleware,
+	).Replace(`
+http:
+  routers:
+    app:
+      rule: Host(` + "`app.test`" + `)
+      entryPoints: [web]
+      service: stable
+      middlewares: [gray-mark, gray-dispatch]
+    facade:
+      rule: Host(` + "`facade.test`" + `)
+      entryPoints: [web]
+      service: stable
+      middlewares: [gray]
+BAD_ROUTER
+  services:
+    stable:
+      loadBalancer:
+        servers: [{url: "STABLE"}]
+  middlewares:
+BAD_MIDDLEWARE
+    gray-mark:
+      plugin:
+        graylane-mark:
+          identity: {header: X-User-Id}
+          rules:
+            - {name: testers, lane: TESTERS, users: ["1001", "1002"]}
+            - {name: beta-pages, lane: beta, path: {prefix: /beta}}
+    gray-dispatch:
+      plugin:
+        graylane-dispatch:
+          lanes:
+            canary: {servers: [{url: "CANARY"}]}
+            beta: {servers: [{url: "BETA"}]}
+    gray:
+      plugin:
+        graylane:
+          mark:
+            identity: {header: X-User-Id}
+            rules:
+              - {name: testers, lane: canary, users: ["1001"]}
+          dispatch:
+            lanes:
+              canary: {servers: [{url: "CANARY"}]}
+`)
+}
+
+const badRouterYAML = `    bad:
+      rule: Host(` + "`bad.test`" + `)
+      entryPoints: [web]
+      service: stable
+      middlewares: [gray-bad]
+`
+
+const badMiddlewareYAML = `    gray-bad:
+      plugin:
+        graylane-mark:
+          rules:
+            - {name: broken, lane: "Not A Lane!", users: ["1"]}
+`
+
+// TestTraefik runs the pinned Traefik release as a process, with the plugins as local plugins
+// and three backend processes, and checks lanes, hot reload under load and bad configuration.
+func TestTraefik(t *testing.T) {
+	if os.Getenv("GRAYLANE_SKIP_TRAEFIK") == "1" {
+		t.Skip("GRAYLANE_SKIP_TRAEFIK=1: skipping the tests that run a real Traefik")
+	}
+	// Registered first, so it runs after every other Cleanup (which stop the processes).
+	t.Cleanup(func() {
+		if left := harness.LeftoverProcesses(); len(left) > 0 {
+			t.Errorf("processes left running: %v", left)
+		}
+	})
+
+	stable := harness.StartBackend(t, "stable")
+	canary := harness.StartBackend(t, "canary")
+	beta := harness.StartBackend(t, "beta")
+	plugins := harness.DefaultLocalPlugins()
+	plugins["graylane"] = "github.com/graylane/graylane"
+	tr := harness.StartTraefik(t, harness.TraefikOptions{
+		Dynamic:      laneConfig(stable, canary, beta, "canary", false),
+		LocalPlugins: plugins,
+	})
+	tr.WaitRouter(t, "app", 30*time.Second)
+	tr.WaitRouter(t, "facade", 30*time.Second)
+
+	t.Run("lanes", func(t *testing.T) { testLanes(t, tr) })
+	t.Run("streaming", func(t *testing.T) { testStreaming(t, tr) })
+	t.Run("hot reload under load", func(t *testing.T) { testHotReload(t, tr, stable, canary, beta) })
+	t.Run("bad config", func(t *testing.T) { testBadConfig(t, tr, stable, canary, beta) })
+}
+
+func testLanes(t *testing.T, tr *harness.Traefik) {
+	for _, c := range []struct {
+		name, host, path string
+		headers          map[string]string
+		backend, lane    string
+	}{
+		{"tester to canary", "app.test", "/", map[string]string{"X-User-Id": "1001"}, "canary", "canary"},
+		{"other user to stable", "app.test", "/", map[string]string{"X-User-Id": "2002"}, "stable", ""},
+		{"anonymous to stable", "app.test", "/", nil, "stable", ""},
+		{"spoofed header stripped", "app.test", "/", map[string]string{"X-User-Id": "2002", "X-Gray-Lane": "canary"}, "stable", ""},
+		{"spoofed header cannot choose beta", "app.test", "/", map[string]string{"X-Gray-Lane": "beta"}, "stable", ""},
+		{"path prefix to beta", "app.test", "/beta/page", nil, "beta", "beta"},
+		{"catalog plugin: tester to canary", "facade.test", "/", map[string]string{"X-User-Id": "1001"}, "canary", "canary"},
+		{"catalog plugin: spoofed header stripped", "facade.test", "/", map[string]string{"X-User-Id": "7", "X-Gray-Lane": "canary"}, "stable", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			headers := map[string]string{"Host": c.host}
+			for k, v := range c.headers {
+				headers[k] = v
+			}
+			r := harness.Do(t, http.MethodGet, tr.URL+c.path, headers, nil)
+			if r.Status != http.StatusOK || r.Backend() != c.backend {
+				t.Fatalf("got %d from %q (%s), want 200 from %q", r.Status, r.Backend(), r.Body, c.backend)
+			}
+			if got := r.RequestHeader("X-Gray-Lane"); got != c.lane {
+				t.Errorf("backend saw X-Gray-Lane %q, want %q", got, c.lane)
+			}
+			if c.backend != "stable" && r.RequestHeader("X-Forwarded-For") == "" {
+				t.Errorf("lane request without X-Forwarded-For: %v", r.JSON["headers"])
+			}
+		})
+	}
+}
+
+// testStreaming checks that a lane's server-sent events arrive one by one and that a WebSocket
+// upgrade works through the dispatch middleware.
+func testStreaming(t *testing.T, tr *harness.Traefik) {
+	t.Run("sse", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, tr.URL+"/sse?n=3&gap=700ms", nil)
+		req.Host = "app.test"
+		req.Header.Set("X-User-Id", "1001")
+		start := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		line, err := bufio.NewReader(resp.Body).ReadString('\n')
+		if err != nil || line != "id: 0\n" {
+			t.Fatalf("first line %q, %v", line, err)
+		}
+		if d := time.Since(start); d > 600*time.Millisecond {
+			t.Errorf("first event took %s: the stream is buffered", d)
+		}
+		if got := resp.Header.Get("X-Backend"); got != "canary" {
+			t.Errorf("events from %q, want canary", got)
+		}
+	})
+	t.Run("websocket", func(t *testing.T) {
+		dialer := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+		ws, resp, err := dialer.Dial("ws"+strings.TrimPrefix(tr.URL, "http")+"/ws",
+			http.Header{"Host": {"app.test"}, "X-User-Id": {"1001"}})
+		if err != nil {
+			status := 0
+			if resp != nil {
+				status = resp.StatusCode
+			}
+			t.Fatalf("dial: %v (status %d)", err, status)
+		}
+		defer ws.Close()
+		if got := resp.Header.Get("X-Backend"); got != "canary" {
+			t.Errorf("upgraded by %q, want canary", got)
+		}
+		_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for _, msg := range []string{"one", "two"} {
+			if err := ws.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+				t.Fatal(err)
+			}
+			if _, got, err := ws.ReadMessage(); err != nil || string(got) != msg {
+				t.Fatalf("echo %q: got %q, %v", msg, got, err)
+			}
+		}
+	})
+}
+
+// loadResult counts a load loop's answers.
+type loadResult struct {
+	mu       sync.Mutex
+	total    int
+	failures []string
+	// last lists the backend of each answer for user 1001, in order.
+	last []string
+}
+
+// testHotReload moves the testers' rule from lane canary to lane beta while four clients send
+// about 50 requests a second, and checks the move shows within seconds with no failed request.
+func testHotReload(t *testing.T, tr *harness.Traefik, stable, canary, beta *harness.Backend) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var stop atomic.Bool
+	res := &loadResult{}
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			users := []string{"1001", "2002"}
+			for i := 0; !stop.Load() && ctx.Err() == nil; i++ {
+				u := users[(i+g)%2]
+				r, err := harness.TryDo(http.MethodGet, tr.URL+"/load", map[string]string{"Host": "app.test", "X-User-Id": u}, nil)
+				res.mu.Lock()
+				res.total++
+				switch {
+				case err != nil:
+					res.failures = append(res.failures, err.Error())
+				case r.Status != http.StatusOK:
+					res.failures = append(res.failures, fmt.Sprintf("%d %s", r.Status, r.Body))
+				case u == "2002" && r.Backend() != "stable":
+					res.failures = append(res.failures, "user 2002 answered by "+r.Backend())
+				case u == "1001":
+					res.last = append(res.last, r.Backend())
+				}
+				res.mu.Unlock()
+				time.Sleep(80 * time.Millisecond)
+			}
+		}(g)
+	}
+	finish := func() {
+		stop.Store(true)
+		wg.Wait()
+	}
+	defer finish()
+
+	time.Sleep(time.Second)
+	res.mu.Lock()
+	before := append([]string(nil), res.last...)
+	res.mu.Unlock()
+	for _, b := range before {
+		if b != "canary" {
+			t.Fatalf("before the reload user 1001 went to %q: %v", b, before)
+		}
+	}
+
+	reloaded := time.Now()
+	tr.WriteDynamic(t, laneConfig(stable, canary, beta, "beta", false))
+	switched := time.Duration(0)
+	for switched == 0 && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+		res.mu.Lock()
+		if n := len(res.last); n > 0 && res.last[n-1] == "beta" {
+			switched = time.Since(reloaded)
+		}
+		res.mu.Unlock()
+	}
+	if switched == 0 {
+		t.Fatalf("user 1001 still not in lane beta 30s after the reload")
+	}
+	t.Logf("the reload showed after %s", switched.Round(10*time.Millisecond))
+	if switched > 10*time.Second {
+		t.Errorf("the reload took %s to show", switched)
+	}
+	res.mu.Lock()
+	mark := len(res.last)
+	res.mu.Unlock()
+	time.Sleep(1500 * time.Millisecond)
+	finish()
+
+	after := res.last[mark:]
+	for _, b := range after {
+		if b != "beta" {
+			t.Errorf("after the switch user 1001 went to %q: %v", b, after)
+			break
+		}
+	}
+	t.Logf("%d requests, %d after the switch", res.total, len(after))
+	if len(res.failures) > 0 {
+		t.Errorf("%d of %d requests failed during the reload, first: %v", len(res.failures), res.total, res.failures[0])
+	}
+	if res.total < 100 {
+		t.Errorf("only %d requests were sent", res.total)
+	}
+}
+
+// testBadConfig adds a router whose mark configuration is invalid: Traefik must log our error
+// naming the field, and the other routers keep serving.
+func testBadConfig(t *testing.T, tr *harness.Traefik, stable, canary, beta *harness.Backend) {
+	tr.WriteDynamic(t, laneConfig(stable, canary, beta, "canary", true))
+	tr.WaitLog(t, "rules[0].lane", 20*time.Second)
+
+	r := tr.WaitRouterStatus(t, "bad", "disabled", 10*time.Second)
+	if !strings.Contains(strings.Join(r.Error, " "), "rules[0].lane") {
+		t.Errorf("router bad errors %v do not name rules[0].lane", r.Error)
+	}
+	for i := 0; i < 20; i++ {
+		got := harness.Do(t, http.MethodGet, tr.URL+"/", map[string]string{"Host": "app.test", "X-User-Id": "1001"}, nil)
+		if got.Status != http.StatusOK || got.Backend() != "canary" {
+			t.Fatalf("router app answers %d from %q after the bad reload", got.Status, got.Backend())
+		}
+	}
+	got := harness.Do(t, http.MethodGet, tr.URL+"/", map[string]string{"Host": "bad.test"}, nil)
+	if got.Status == http.StatusOK {
+		t.Errorf("router bad serves 200 with a broken middleware")
+	}
+	if tr.Exited() {
+		t.Fatal("traefik exited")
+	}
+}
