@@ -1,0 +1,279 @@
+package dispatch_test
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/graylane/graylane/dispatch"
+)
+
+// closedURL returns the URL of a server that was started and closed: connecting is refused.
+func closedURL(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(http.NotFoundHandler())
+	u := srv.URL
+	srv.Close()
+	return u
+}
+
+// statusBackend starts a server that answers every request with status and its name.
+func statusBackend(t *testing.T, name string, status int) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("X-Backend", name)
+		rw.WriteHeader(status)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// slowBackend starts a server that answers only when the test ends or the request is cancelled.
+func slowBackend(t *testing.T) *httptest.Server {
+	t.Helper()
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
+		select {
+		case <-release:
+		case <-req.Context().Done():
+		}
+		rw.Header().Set("X-Backend", "slow")
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) }) // runs before srv.Close
+	return srv
+}
+
+// healthOff returns a configuration without passive health checking, so that servers closed by
+// one test leave no state behind for the next.
+func healthOff() *dispatch.Config {
+	cfg := dispatch.CreateConfig()
+	cfg.Health.MaxFails = intp(0)
+	return cfg
+}
+
+// send sends a request with the lane header and body ("" = none) and returns the response.
+func send(h http.Handler, method, laneValue, body string) *httptest.ResponseRecorder {
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req := httptest.NewRequest(method, "http://front.example/", r)
+	req.Header.Set("X-Gray-Lane", laneValue)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func TestRetryOnConnectionRefused(t *testing.T) {
+	good := newBackend(t, "good")
+	cfg := healthOff()
+	cfg.Lanes["canary"] = laneConfig(closedURL(t), good.URL, closedURL(t))
+	h := newHandler(t, cfg)
+	for i := 0; i < 12; i++ {
+		rec := send(h, http.MethodGet, "canary", "")
+		if rec.Code != http.StatusOK || rec.Header().Get("X-Backend") != "good" {
+			t.Fatalf("request %d: status %d from %q", i, rec.Code, rec.Header().Get("X-Backend"))
+		}
+	}
+}
+
+func TestRetryOnResponseHeaderTimeout(t *testing.T) {
+	good := newBackend(t, "good")
+	slow := slowBackend(t)
+	cfg := healthOff()
+	cfg.Timeouts.ResponseHeader = "50ms"
+	cfg.Lanes["canary"] = laneConfig(slow.URL, good.URL)
+	h := newHandler(t, cfg)
+	if rec := send(h, http.MethodGet, "canary", ""); rec.Code != http.StatusOK || rec.Header().Get("X-Backend") != "good" {
+		t.Fatalf("GET: status %d from %q, want 200 from good", rec.Code, rec.Header().Get("X-Backend"))
+	}
+	if rec := send(h, http.MethodGet, "canary", ""); rec.Code != http.StatusOK {
+		t.Fatalf("second GET: status %d", rec.Code)
+	}
+	// A request with a body is not retried: it gets 504 from the slow server.
+	if rec := send(h, http.MethodPost, "canary", "payload"); rec.Code != http.StatusGatewayTimeout {
+		t.Fatalf("POST: status %d, want 504", rec.Code)
+	}
+}
+
+func TestFallbackWhenAllFail(t *testing.T) {
+	blue := newBackend(t, "blue")
+	tests := []struct {
+		name        string
+		fallback    string
+		method      string
+		body        string
+		wantStatus  int
+		wantBackend string
+		wantServed  string
+	}{
+		{name: "default next", fallback: "", method: "GET", wantStatus: 200, wantBackend: "next", wantServed: "canary next"},
+		{name: "next", fallback: "next", method: "HEAD", wantStatus: 200, wantBackend: "next", wantServed: "canary next"},
+		{name: "other lane", fallback: "blue", method: "GET", wantStatus: 200, wantBackend: "blue", wantServed: "blue " + blue.URL},
+		{name: "none", fallback: "none", method: "GET", wantStatus: 502, wantServed: "canary none"},
+		{name: "body not replayed", fallback: "next", method: "POST", body: "payload", wantStatus: 502},
+		{name: "body not replayed to a lane", fallback: "blue", method: "PUT", body: "payload", wantStatus: 502},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := healthOff()
+			cfg.ServedByHeader = "X-Served-By"
+			canary := laneConfig(closedURL(t), closedURL(t))
+			canary.Fallback = tc.fallback
+			cfg.Lanes["canary"] = canary
+			cfg.Lanes["blue"] = laneConfig(blue.URL)
+			rec := send(newHandler(t, cfg), tc.method, "canary", tc.body)
+			if rec.Code != tc.wantStatus || rec.Header().Get("X-Backend") != tc.wantBackend {
+				t.Fatalf("status %d from %q, want %d from %q", rec.Code, rec.Header().Get("X-Backend"), tc.wantStatus, tc.wantBackend)
+			}
+			if tc.wantServed != "" && rec.Header().Get("X-Served-By") != tc.wantServed {
+				t.Fatalf("served by %q, want %q", rec.Header().Get("X-Served-By"), tc.wantServed)
+			}
+		})
+	}
+}
+
+func TestFallbackWhenDrained(t *testing.T) {
+	a := newBackend(t, "a")
+	cfg := dispatch.CreateConfig()
+	cfg.Lanes["canary"] = dispatch.Lane{
+		Servers:  []dispatch.Server{{URL: a.URL, Weight: intp(0)}},
+		Fallback: "none",
+	}
+	// A drained lane takes even a request with a body to its fallback: nothing was sent.
+	if rec := send(newHandler(t, cfg), http.MethodPost, "canary", "payload"); rec.Code != http.StatusBadGateway {
+		t.Fatalf("status %d, want 502 from fallback none", rec.Code)
+	}
+	cfg.Lanes["canary"] = dispatch.Lane{Servers: []dispatch.Server{{URL: a.URL, Weight: intp(0)}}}
+	if rec := send(newHandler(t, cfg), http.MethodPost, "canary", "payload"); rec.Header().Get("X-Backend") != "next" {
+		t.Fatalf("served by %q, want next", rec.Header().Get("X-Backend"))
+	}
+}
+
+func TestBodyIsNotRetried(t *testing.T) {
+	good := newBackend(t, "good")
+	cfg := healthOff()
+	cfg.Lanes["canary"] = laneConfig(closedURL(t), good.URL)
+	h := newHandler(t, cfg)
+	// Round robin sends the first request to the closed server, the second to the good one.
+	if rec := send(h, http.MethodPost, "canary", "payload"); rec.Code != http.StatusBadGateway {
+		t.Fatalf("first POST: status %d, want 502", rec.Code)
+	}
+	if rec := send(h, http.MethodPost, "canary", "payload"); rec.Code != http.StatusOK || rec.Header().Get("X-Backend") != "good" {
+		t.Fatalf("second POST: status %d from %q", rec.Code, rec.Header().Get("X-Backend"))
+	}
+}
+
+func TestPassiveHealth(t *testing.T) {
+	bad := statusBackend(t, "bad", http.StatusServiceUnavailable)
+	good := newBackend(t, "good")
+	cfg := dispatch.CreateConfig()
+	cfg.Health = dispatch.Health{MaxFails: intp(2), Window: "5s", Cooldown: "150ms"}
+	cfg.Lanes["canary"] = laneConfig(bad.URL, good.URL)
+	h := newHandler(t, cfg)
+
+	// bad, good, bad: the 503s go back to the client as they are; bad is now down.
+	got := backendsOf(h, 3)
+	if got != "bad good bad" {
+		t.Fatalf("before the failures: %q", got)
+	}
+	if got := backendsOf(h, 6); got != "good good good good good good" {
+		t.Fatalf("during the cooldown: %q", got)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := backendsOf(h, 4); !strings.Contains(got, "bad") {
+		t.Fatalf("after the cooldown, bad is not tried again: %q", got)
+	}
+}
+
+func TestPassiveHealthConnectionFailure(t *testing.T) {
+	good := newBackend(t, "good")
+	broken := newHangUpServer(t)
+	cfg := dispatch.CreateConfig()
+	cfg.Health = dispatch.Health{MaxFails: intp(1), Window: "5s", Cooldown: "150ms"}
+	cfg.Lanes["canary"] = laneConfig(broken.url, good.URL)
+	cfg.Lanes["solo"] = dispatch.Lane{Servers: []dispatch.Server{{URL: broken.url}}, Fallback: "none"}
+	h := newHandler(t, cfg)
+	if rec := send(h, http.MethodGet, "canary", ""); rec.Header().Get("X-Backend") != "good" {
+		t.Fatalf("first GET served by %q", rec.Header().Get("X-Backend"))
+	}
+	if n := broken.connections(); n != 1 {
+		t.Fatalf("%d connections to the broken server, want 1", n)
+	}
+	// Down: skipped by every lane (health is kept by server URL), so solo takes its fallback.
+	for i := 0; i < 4; i++ {
+		if got := backendsOf(h, 1); got != "good" {
+			t.Fatalf("canary during the cooldown: %q", got)
+		}
+		if rec := send(h, http.MethodGet, "solo", ""); rec.Code != http.StatusBadGateway {
+			t.Fatalf("solo during the cooldown: status %d", rec.Code)
+		}
+	}
+	if n := broken.connections(); n != 1 {
+		t.Fatalf("%d connections to the broken server during its cooldown, want 1", n)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if rec := send(h, http.MethodGet, "solo", ""); rec.Code != http.StatusBadGateway {
+		t.Fatalf("solo after the cooldown: status %d", rec.Code)
+	}
+	if n := broken.connections(); n != 2 {
+		t.Fatalf("%d connections to the broken server after its cooldown, want 2", n)
+	}
+}
+
+// hangUpServer accepts connections and closes them at once, counting them.
+type hangUpServer struct {
+	url      string
+	listener net.Listener
+	mu       sync.Mutex
+	count    int
+}
+
+// newHangUpServer starts a hangUpServer, stopped when the test ends.
+func newHangUpServer(t *testing.T) *hangUpServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &hangUpServer{url: "http://" + ln.Addr().String(), listener: ln}
+	go s.serve()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *hangUpServer) serve() {
+	for {
+		conn, err := s.listener.Accept()
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		s.count++
+		s.mu.Unlock()
+		conn.Close()
+	}
+}
+
+func (s *hangUpServer) stop() { s.listener.Close() }
+
+func (s *hangUpServer) connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.count
+}
+
+// backendsOf sends n GETs of lane canary to h and returns the backends that answered.
+func backendsOf(h http.Handler, n int) string {
+	names := make([]string, 0, n)
+	for i := 0; i < n; i++ {
+		names = append(names, send(h, http.MethodGet, "canary", "").Header().Get("X-Backend"))
+	}
+	return strings.Join(names, " ")
+}
