@@ -22,6 +22,8 @@ type handler struct {
 	incoming    string // incomingStrip, incomingKeep or incomingTrusted
 	trusted     ipSet
 	identity    identitySource
+	version     versionSource
+	anonymous   anonymousKey
 	ruleHeader  string // canonical response header key, or ""
 	rules       []rule
 	defaultLane string
@@ -68,13 +70,29 @@ func validate(cfg *Config) error {
 	if err := cfg.Identity.validate(); err != nil {
 		return fmt.Errorf("identity.%w", err)
 	}
+	if err := cfg.Version.validate(); err != nil {
+		return fmt.Errorf("version.%w", err)
+	}
+	return validateRules(cfg)
+}
+
+// validateRules checks that rule names are unique and that the sources the rules read are set.
+func validateRules(cfg *Config) error {
+	id, v := cfg.Identity, cfg.Version
+	hasIdentity := id.Header != "" || id.Cookie != "" || id.Query != "" || id.JWTClaim != ""
 	seen := make(map[string]int, len(cfg.Rules))
 	for i := 0; i < len(cfg.Rules); i++ {
-		name := cfg.Rules[i].Name
-		if j, dup := seen[name]; dup && name != "" {
-			return fmt.Errorf("rules[%d].name: %q: already used by rules[%d]", i, name, j)
+		r := &cfg.Rules[i]
+		if j, dup := seen[r.Name]; dup && r.Name != "" {
+			return fmt.Errorf("rules[%d].name: %q: already used by rules[%d]", i, r.Name, j)
 		}
-		seen[name] = i
+		seen[r.Name] = i
+		if len(r.Users) > 0 && !hasIdentity {
+			return fmt.Errorf("rules[%d].users: no identity source: set identity.header, cookie, query or jwtClaim", i)
+		}
+		if r.Versions != "" && v.Header == "" && v.Query == "" {
+			return fmt.Errorf("rules[%d].versions: %q: no version source: set version.header or version.query", i, r.Versions)
+		}
 	}
 	return nil
 }
@@ -91,6 +109,7 @@ func withDefaults(cfg Config) Config {
 	if cfg.Anonymous == "" {
 		cfg.Anonymous = def.Anonymous
 	}
+	cfg.StickyCookie = cfg.StickyCookie.withDefaults(def.StickyCookie)
 	return cfg
 }
 
@@ -101,6 +120,7 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 		header:      http.CanonicalHeaderKey(cfg.Header),
 		incoming:    strings.ToLower(cfg.Incoming),
 		identity:    newIdentitySource(cfg.Identity),
+		version:     newVersionSource(cfg.Version),
 		defaultLane: strings.ToLower(cfg.DefaultLane),
 	}
 	if cfg.RuleHeader != "" {
@@ -111,6 +131,11 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 		return nil, err
 	}
 	h.trusted = trusted
+	anonymous, err := newAnonymousKey(cfg.Anonymous, cfg.StickyCookie)
+	if err != nil {
+		return nil, err
+	}
+	h.anonymous = anonymous
 	h.rules = make([]rule, len(cfg.Rules))
 	for i := 0; i < len(cfg.Rules); i++ {
 		if err := h.rules[i].build(fmt.Sprintf("rules[%d]", i), &cfg.Rules[i]); err != nil {

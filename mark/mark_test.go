@@ -2,6 +2,7 @@ package mark_test
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -153,8 +154,36 @@ func TestNewRejects(t *testing.T) {
 		{name: "lane", cfg: mark.Config{Rules: []mark.Rule{ok, {Name: "x", Lane: "Bad Lane!", Methods: []string{"GET"}}}}, want: `rules[1].lane: "Bad Lane!": `},
 		{name: "lane empty", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Methods: []string{"GET"}}}}, want: `rules[0].lane: "": `},
 		{name: "lane too long", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: strings.Repeat("a", 64), Methods: []string{"GET"}}}}, want: `rules[0].lane: "aaaa`},
-		{name: "no condition", cfg: mark.Config{Rules: []mark.Rule{ok, {Name: "y", Lane: "canary", Users: []string{"a"}}, {Name: "x", Lane: "canary"}}}, want: `rules[2]: no condition`},
-		{name: "empty user", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Users: []string{"a", ""}}}}, want: `rules[0].users[1]: must not be empty`},
+		{name: "no condition", cfg: mark.Config{Rules: []mark.Rule{ok, {Name: "y", Lane: "canary", Methods: []string{"GET"}}, {Name: "x", Lane: "canary"}}}, want: `rules[2]: no condition`},
+		{name: "empty user", cfg: mark.Config{Identity: mark.Identity{Query: "u"}, Rules: []mark.Rule{{Name: "x", Lane: "canary", Users: []string{"a", ""}}}}, want: `rules[0].users[1]: must not be empty`},
+		{name: "users without identity", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Users: []string{"a"}}}}, want: `rules[0].users: no identity source`},
+		{name: "versions without source", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Versions: ">=1"}}}, want: `rules[0].versions: ">=1": no version source`},
+		{name: "version header", cfg: mark.Config{Version: mark.VersionSource{Header: "X App"}}, want: `version.header: "X App": `},
+		{name: "bad version", cfg: withVersion(mark.Rule{Name: "a", Lane: "canary", Users: []string{"u"}}, mark.Rule{Name: "b", Lane: "canary", Versions: "1"}, mark.Rule{Name: "c", Lane: "canary", Versions: ">=2.x.y"}), want: `rules[2].versions: ">=2.x.y": bad version "2.x.y"`},
+		{name: "bad operator", cfg: withVersion(mark.Rule{Name: "c", Lane: "canary", Versions: "=>2"}), want: `rules[0].versions: "=>2": bad operator "=>"`},
+		{name: "empty constraint part", cfg: withVersion(mark.Rule{Name: "c", Lane: "canary", Versions: ">=1,"}), want: `rules[0].versions: ">=1,": empty comparison`},
+		{name: "empty alternative", cfg: withVersion(mark.Rule{Name: "c", Lane: "canary", Versions: "1 || "}), want: `rules[0].versions: "1 || ": empty comparison`},
+		{name: "blank constraint", cfg: withVersion(mark.Rule{Name: "c", Lane: "canary", Versions: " "}), want: `rules[0].versions: " ": empty constraint`},
+		{name: "wildcard pre-release", cfg: withVersion(mark.Rule{Name: "c", Lane: "canary", Versions: "1.x-beta"}), want: `rules[0].versions: "1.x-beta": bad version "1.x-beta"`},
+		{name: "percent too high", cfg: mark.Config{Rules: []mark.Rule{{Name: "c", Lane: "canary", Percent: float(120)}}}, want: `rules[0].percent: 120: must be between 0 and 100`},
+		{name: "percent negative", cfg: mark.Config{Rules: []mark.Rule{{Name: "c", Lane: "canary", Percent: float(-1)}}}, want: `rules[0].percent: -1: must be between 0 and 100`},
+		{name: "percent NaN", cfg: mark.Config{Rules: []mark.Rule{{Name: "c", Lane: "canary", Percent: float(math.NaN())}}}, want: `rules[0].percent: NaN: must be between 0 and 100`},
+		{name: "percent decimals", cfg: mark.Config{Rules: []mark.Rule{{Name: "c", Lane: "canary", Percent: float(10.555)}}}, want: `rules[0].percent: 10.555: must have at most two decimals`},
+		{name: "from", cfg: mark.Config{Rules: []mark.Rule{{Name: "c", Lane: "canary", From: "2026-12-01"}}}, want: `rules[0].from: "2026-12-01": must be an RFC 3339 time`},
+		{name: "until", cfg: mark.Config{Rules: []mark.Rule{{Name: "c", Lane: "canary", Until: "tomorrow"}}}, want: `rules[0].until: "tomorrow": must be an RFC 3339 time`},
+		{name: "until before from", cfg: mark.Config{Rules: []mark.Rule{{Name: "c", Lane: "canary", From: "2026-12-01T08:00:00Z", Until: "2026-12-01T09:00:00+02:00"}}}, want: `rules[0].until: "2026-12-01T09:00:00+02:00": must be after from`},
+		{name: "ramp at", cfg: mark.Config{Rules: []mark.Rule{{Name: "c", Lane: "canary", Ramp: []mark.RampStep{{At: "2026-12-01T08:00:00Z", Percent: 1}, {At: "x", Percent: 2}}}}}, want: `rules[0].ramp[1].at: "x": must be an RFC 3339 time`},
+		{name: "ramp unsorted", cfg: mark.Config{Rules: []mark.Rule{{Name: "a", Lane: "canary", Methods: []string{"GET"}}, {Name: "c", Lane: "canary", Ramp: []mark.RampStep{{At: "2026-12-02T08:00:00Z", Percent: 1}, {At: "2026-12-01T08:00:00Z", Percent: 2}}}}}, want: `rules[1].ramp[1].at: "2026-12-01T08:00:00Z": must be after ramp[0].at`},
+		{name: "ramp duplicate", cfg: mark.Config{Rules: []mark.Rule{{Name: "c", Lane: "canary", Ramp: []mark.RampStep{{At: "2026-12-01T08:00:00Z", Percent: 1}, {At: "2026-12-01T09:00:00+01:00", Percent: 2}}}}}, want: `rules[0].ramp[1].at: "2026-12-01T09:00:00+01:00": must be after ramp[0].at`},
+		{name: "ramp percent", cfg: mark.Config{Rules: []mark.Rule{{Name: "c", Lane: "canary", Ramp: []mark.RampStep{{At: "2026-12-01T08:00:00Z", Percent: 100.5}}}}}, want: `rules[0].ramp[0].percent: 100.5: must be between 0 and 100`},
+		{name: "anonymous", cfg: mark.Config{Anonymous: "session"}, want: `anonymous: "session": must be cookie, ip, random or none`},
+		{name: "sticky name", cfg: mark.Config{StickyCookie: mark.StickyCookie{Name: "a b"}}, want: `stickyCookie.name: "a b": `},
+		{name: "sticky maxAge", cfg: mark.Config{StickyCookie: mark.StickyCookie{MaxAge: "a month"}}, want: `stickyCookie.maxAge: "a month": `},
+		{name: "sticky maxAge negative", cfg: mark.Config{StickyCookie: mark.StickyCookie{MaxAge: "-1h"}}, want: `stickyCookie.maxAge: "-1h": must not be negative`},
+		{name: "sticky maxAge tiny", cfg: mark.Config{StickyCookie: mark.StickyCookie{MaxAge: "1ms"}}, want: `stickyCookie.maxAge: "1ms": must be at least 1s`},
+		{name: "sticky maxAge huge", cfg: mark.Config{StickyCookie: mark.StickyCookie{MaxAge: "99999999999"}}, want: `stickyCookie.maxAge: "99999999999": too large`},
+		{name: "sticky sameSite", cfg: mark.Config{StickyCookie: mark.StickyCookie{SameSite: "loose"}}, want: `stickyCookie.sameSite: "loose": `},
+		{name: "sticky sameSite None without Secure", cfg: mark.Config{StickyCookie: mark.StickyCookie{SameSite: "none", Secure: boolPtr(false)}}, want: `stickyCookie.sameSite: "none": needs secure`},
 		{name: "two paths", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Path: mark.PathMatch{Prefix: "/a", Exact: "/b"}}}}, want: `rules[0].path: set only one of`},
 		{name: "bad regex", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Path: mark.PathMatch{Regex: "(a"}}}}, want: `rules[0].path.regex: "(a": `},
 		{name: "empty contains", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Path: mark.PathMatch{Contains: []string{"a", ""}}}}}, want: `rules[0].path.contains[1]: must not be empty`},
@@ -176,4 +205,19 @@ func TestNewRejects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withVersion returns a configuration with rules and a version source.
+func withVersion(rules ...mark.Rule) mark.Config {
+	return mark.Config{Version: mark.VersionSource{Header: "X-App-Version"}, Identity: mark.Identity{Header: "X-User-Id"}, Rules: rules}
+}
+
+// float returns a pointer to f.
+func float(f float64) *float64 {
+	return &f
+}
+
+// boolPtr returns a pointer to b.
+func boolPtr(b bool) *bool {
+	return &b
 }

@@ -3,10 +3,12 @@ package mark
 import (
 	"errors"
 	"fmt"
+	"math/rand"
 	"net/http"
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 )
 
 // rule is a compiled Rule. A condition whose field is empty is not checked.
@@ -20,6 +22,12 @@ type rule struct {
 	cookies   []pair
 	query     []pair
 	sourceIPs ipSet
+	versions  constraint
+	window    window
+	percent   bool       // a percentage condition is set (by percent or ramp)
+	threshold uint64     // buckets out of 10000 that match, without ramp
+	ramp      []rampStep // replaces threshold when set
+	salt      string     // salt + ":"
 }
 
 // pair is a name that must be present with value, or with any value when present is set.
@@ -49,11 +57,18 @@ type pathMatch struct {
 // decision holds what one request's rule evaluation has looked up so far, so that each fact is
 // read at most once per request, and only when a rule needs it.
 type decision struct {
-	handler      *handler
-	rw           http.ResponseWriter
-	req          *http.Request
-	identity     string
-	identityDone bool
+	handler       *handler
+	rw            http.ResponseWriter
+	req           *http.Request
+	identity      string
+	identityDone  bool
+	version       version
+	versionOK     bool
+	versionDone   bool
+	anonymous     string
+	anonymousOK   bool
+	anonymousDone bool
+	now           time.Time
 }
 
 // userID returns the request's user ID, or "".
@@ -63,6 +78,49 @@ func (d *decision) userID() string {
 		d.identityDone = true
 	}
 	return d.identity
+}
+
+// clientVersion returns the request's version; ok is false when it has none that parses.
+func (d *decision) clientVersion() (*version, bool) {
+	if !d.versionDone {
+		d.version, d.versionOK = d.handler.version.lookup(d.req)
+		d.versionDone = true
+	}
+	return &d.version, d.versionOK
+}
+
+// anonymousKey returns the percentage key of a request with no identity. It is looked up, and a
+// sticky cookie issued, at most once per request.
+func (d *decision) anonymousKey() (string, bool) {
+	if !d.anonymousDone {
+		d.anonymous, d.anonymousOK = d.handler.anonymous.key(d.rw, d.req)
+		d.anonymousDone = true
+	}
+	return d.anonymous, d.anonymousOK
+}
+
+// clock returns the time the request's rules are evaluated at, read once per request.
+func (d *decision) clock() time.Time {
+	if d.now.IsZero() {
+		d.now = time.Now()
+	}
+	return d.now
+}
+
+// inBucket reports whether the request falls in the first threshold buckets of salt: by its
+// identity, else by its anonymous key, else (anonymous "random") by a fresh draw.
+func (d *decision) inBucket(salt string, threshold uint64) bool {
+	if threshold == 0 {
+		return false
+	}
+	if id := d.userID(); id != "" {
+		return bucket(salt, id) < threshold
+	}
+	if d.handler.anonymous.mode == anonymousRandom {
+		return uint64(rand.Int63n(bucketCount)) < threshold
+	}
+	key, ok := d.anonymousKey()
+	return ok && bucket(salt, key) < threshold
 }
 
 // build compiles cfg into r; at is the rule's field path for errors, such as "rules[2]".
@@ -108,16 +166,48 @@ func (r *rule) build(at string, cfg *Rule) error {
 	if r.sourceIPs, err = parseIPSet(at+".sourceIPs", cfg.SourceIPs); err != nil {
 		return err
 	}
+	if cfg.Versions != "" {
+		if r.versions, err = parseConstraint(cfg.Versions); err != nil {
+			return fmt.Errorf("%s.versions: %q: %w", at, cfg.Versions, err)
+		}
+	}
+	if r.window, err = newWindow(at, cfg); err != nil {
+		return err
+	}
+	if err := r.buildPercent(at, cfg); err != nil {
+		return err
+	}
 	if !r.hasCondition() {
 		return fmt.Errorf("%s: no condition", at)
 	}
 	return nil
 }
 
+// buildPercent compiles Percent, Ramp and Salt.
+func (r *rule) buildPercent(at string, cfg *Rule) error {
+	var err error
+	if cfg.Percent != nil {
+		if r.threshold, err = parsePercent(*cfg.Percent); err != nil {
+			return fmt.Errorf("%s.percent: %v: %w", at, *cfg.Percent, err)
+		}
+	}
+	if r.ramp, err = newRamp(at, cfg.Ramp); err != nil {
+		return err
+	}
+	r.percent = cfg.Percent != nil || len(r.ramp) > 0
+	r.salt = cfg.Salt
+	if r.salt == "" {
+		r.salt = cfg.Name
+	}
+	r.salt += ":"
+	return nil
+}
+
 // hasCondition reports whether r checks anything at all.
 func (r *rule) hasCondition() bool {
 	return r.users != nil || r.path.kind != pathAny || len(r.methods) > 0 || len(r.headers) > 0 ||
-		len(r.cookies) > 0 || len(r.query) > 0 || len(r.sourceIPs) > 0
+		len(r.cookies) > 0 || len(r.query) > 0 || len(r.sourceIPs) > 0 || r.versions != nil ||
+		r.window.set() || r.percent
 }
 
 // isControl reports whether c is an ASCII control character, which a header value cannot hold.
@@ -190,6 +280,9 @@ func newPairs(m map[string]string, headers bool) ([]pair, error) {
 // match reports whether every condition of r holds for the request of d. Cheap conditions go first.
 func (r *rule) match(d *decision) bool {
 	req := d.req
+	if r.window.set() && !r.window.contains(d.clock()) {
+		return false
+	}
 	if len(r.methods) > 0 && !containsString(r.methods, req.Method) {
 		return false
 	}
@@ -222,6 +315,18 @@ func (r *rule) match(d *decision) bool {
 		if _, ok := r.users[d.userID()]; !ok {
 			return false
 		}
+	}
+	if r.versions != nil {
+		if v, ok := d.clientVersion(); !ok || !r.versions.matches(v) {
+			return false
+		}
+	}
+	if r.percent {
+		threshold := r.threshold
+		if len(r.ramp) > 0 {
+			threshold = rampThreshold(r.ramp, d.clock())
+		}
+		return d.inBucket(r.salt, threshold)
 	}
 	return true
 }

@@ -1,0 +1,171 @@
+package mark
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Percentage keys of a request with no identity.
+const (
+	anonymousCookie = "cookie"
+	anonymousIP     = "ip"
+	anonymousRandom = "random"
+	anonymousNone   = "none"
+)
+
+// maxAgeLimit is the longest cookie lifetime accepted, in seconds (about 68 years).
+const maxAgeLimit = math.MaxInt32
+
+// anonymousIDLen is the length of an anonymous ID: 16 random bytes in lower-case hex.
+const anonymousIDLen = 32
+
+// anonymousKey is the compiled Anonymous and StickyCookie configuration.
+type anonymousKey struct {
+	mode       string // anonymousCookie, anonymousIP, anonymousRandom or anonymousNone
+	cookieName string
+	attributes string // "; Path=/; Max-Age=…" and so on, appended to "name=id" in Set-Cookie
+}
+
+// withDefaults returns c with each unset field taken from def; Secure and HTTPOnly default to true.
+func (c StickyCookie) withDefaults(def StickyCookie) StickyCookie {
+	if c.Name == "" {
+		c.Name = def.Name
+	}
+	if c.MaxAge == "" {
+		c.MaxAge = def.MaxAge
+	}
+	if c.SameSite == "" {
+		c.SameSite = def.SameSite
+	}
+	yes := true
+	if c.Secure == nil {
+		c.Secure = &yes
+	}
+	if c.HTTPOnly == nil {
+		c.HTTPOnly = &yes
+	}
+	return c
+}
+
+// newAnonymousKey compiles the anonymous mode and the sticky cookie, which is checked whatever
+// the mode so that a mistake shows at once.
+func newAnonymousKey(mode string, c StickyCookie) (anonymousKey, error) {
+	k := anonymousKey{mode: strings.ToLower(mode), cookieName: c.Name}
+	switch k.mode {
+	case anonymousCookie, anonymousIP, anonymousRandom, anonymousNone:
+	default:
+		return k, fmt.Errorf("anonymous: %q: must be cookie, ip, random or none", mode)
+	}
+	if !isToken(c.Name) {
+		return k, fmt.Errorf("stickyCookie.name: %q: not a valid cookie name", c.Name)
+	}
+	maxAge, err := parseMaxAge(c.MaxAge)
+	if err != nil {
+		return k, fmt.Errorf("stickyCookie.maxAge: %q: %w", c.MaxAge, err)
+	}
+	attributes := "; Path=/"
+	if maxAge > 0 {
+		attributes += "; Max-Age=" + strconv.FormatInt(maxAge, 10)
+	}
+	if *c.HTTPOnly {
+		attributes += "; HttpOnly"
+	}
+	if *c.Secure {
+		attributes += "; Secure"
+	}
+	switch strings.ToLower(c.SameSite) {
+	case "lax":
+		attributes += "; SameSite=Lax"
+	case "strict":
+		attributes += "; SameSite=Strict"
+	case "none":
+		if !*c.Secure {
+			return k, fmt.Errorf("stickyCookie.sameSite: %q: needs secure, browsers drop SameSite=None cookies that are not Secure", c.SameSite)
+		}
+		attributes += "; SameSite=None"
+	case "default":
+	default:
+		return k, fmt.Errorf("stickyCookie.sameSite: %q: must be Lax, Strict, None or Default", c.SameSite)
+	}
+	k.attributes = attributes
+	return k, nil
+}
+
+// parseMaxAge parses a cookie lifetime, a duration such as "720h" or a number of seconds, into
+// seconds. 0 makes a session cookie.
+func parseMaxAge(s string) (int64, error) {
+	if isNumeric(s) {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n > maxAgeLimit {
+			return 0, errors.New("too large")
+		}
+		return n, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, errors.New("must be a duration such as 720h or a number of seconds")
+	}
+	if d < 0 {
+		return 0, errors.New("must not be negative")
+	}
+	if d > 0 && d < time.Second {
+		return 0, errors.New("must be at least 1s")
+	}
+	if d/time.Second > maxAgeLimit {
+		return 0, errors.New("too large")
+	}
+	return int64(d / time.Second), nil
+}
+
+// key returns the percentage key of a request with no identity. In cookie mode it reuses the
+// request's valid sticky cookie, or issues a new random ID on the response; ok is false in
+// random and none modes, and when there is no key to be had.
+func (k *anonymousKey) key(rw http.ResponseWriter, req *http.Request) (string, bool) {
+	switch k.mode {
+	case anonymousCookie:
+		if id, ok := cookieValue(req.Header, k.cookieName); ok && validAnonymousID(id) {
+			return id, true
+		}
+		id, ok := newAnonymousID()
+		if ok {
+			rw.Header().Add("Set-Cookie", k.cookieName+"="+id+k.attributes)
+		}
+		return id, ok
+	case anonymousIP:
+		ip, ok := peerIP(req)
+		if !ok {
+			return "", false
+		}
+		return ip.String(), true
+	}
+	return "", false
+}
+
+// newAnonymousID returns a new random anonymous ID.
+func newAnonymousID() (string, bool) {
+	var b [anonymousIDLen / 2]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", false
+	}
+	return hex.EncodeToString(b[:]), true
+}
+
+// validAnonymousID reports whether id has the form of an ID this middleware issues.
+func validAnonymousID(id string) bool {
+	if len(id) != anonymousIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if !(id[i] >= '0' && id[i] <= '9' || id[i] >= 'a' && id[i] <= 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,40 @@
+package mark
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"math"
+)
+
+// bucketCount is the number of percentage buckets: one bucket is a hundredth of a percent.
+const bucketCount = 10000
+
+// bucket returns the bucket of key under a salt, given as salt + ":": the first 8 bytes of
+// SHA-256(salt + ":" + key) read as a big-endian integer, modulo 10000. It does not allocate for
+// keys and salts of usual lengths.
+func bucket(saltColon, key string) uint64 {
+	var buf [320]byte
+	var sum [sha256.Size]byte
+	if len(saltColon)+len(key) <= len(buf) {
+		n := copy(buf[:], saltColon)
+		n += copy(buf[n:], key)
+		sum = sha256.Sum256(buf[:n])
+	} else {
+		sum = sha256.Sum256([]byte(saltColon + key))
+	}
+	return binary.BigEndian.Uint64(sum[:8]) % bucketCount
+}
+
+// parsePercent checks a percentage and returns its threshold: the number of buckets, out of
+// 10000, that match (percent × 100).
+func parsePercent(p float64) (uint64, error) {
+	if math.IsNaN(p) || p < 0 || p > 100 {
+		return 0, errors.New("must be between 0 and 100")
+	}
+	hundredths := math.Round(p * 100)
+	if math.Abs(p*100-hundredths) > 1e-6 {
+		return 0, errors.New("must have at most two decimals")
+	}
+	return uint64(hundredths), nil
+}
