@@ -304,6 +304,14 @@ func user(id string) map[string]string { return map[string]string{"X-User-Id": i
 
 func lane(name string) map[string]string { return map[string]string{"X-Gray-Lane": name} }
 
+// wantPercent is the answer expected from a percentage rule of lane canary.
+func wantPercent(salt, key string, below uint64) string {
+	if bucket(salt, key) < below {
+		return "next lane=canary"
+	}
+	return "next lane="
+}
+
 func markCases() []pluginCase {
 	cases := []pluginCase{
 		{
@@ -516,13 +524,11 @@ rules:
 	// anonymous sticky cookie.
 	var byUser, byCookie []request
 	for i := 0; i < 40; i++ {
+		// Any identity works; an anonymous ID has the form mark issues: 32 lower-case hex digits.
 		key := fmt.Sprintf("user-%d", i)
-		want := "next lane="
-		if bucket("checkout-v2", key) < 3750 {
-			want = "next lane=canary"
-		}
-		byUser = append(byUser, request{headers: user(key), want: want})
-		byCookie = append(byCookie, request{headers: map[string]string{"Cookie": "graylane_id=" + key}, want: want})
+		id := fmt.Sprintf("%x", sha256.Sum256([]byte(key)))[:32]
+		byUser = append(byUser, request{headers: user(key), want: wantPercent("checkout-v2", key, 3750)})
+		byCookie = append(byCookie, request{headers: map[string]string{"Cookie": "graylane_id=" + id}, want: wantPercent("checkout-v2", id, 3750)})
 	}
 	cases = append(cases,
 		pluginCase{
@@ -544,7 +550,8 @@ rules:
 
 	// Bad configurations: one error naming the field.
 	for _, bad := range []struct{ name, config, field string }{
-		{"bad lane", `rules: [{name: a, lane: "Bad Lane!", users: ["1"]}]`, "rules[0].lane"},
+		{"bad lane", `rules: [{name: a, lane: "Bad Lane!", path: {prefix: /}}]`, "rules[0].lane"},
+		{"users without identity source", `rules: [{name: a, lane: x, users: ["1"]}]`, "rules[0].users"},
 		{"bad version", `rules: [{name: a, lane: x}, {name: b, lane: x, versions: ">=2.x.y"}]`, "rules[1].versions"},
 		{"bad regex", `rules: [{name: a, lane: x, path: {regex: "("}}]`, "rules[0].path"},
 		{"two path matchers", `rules: [{name: a, lane: x, path: {prefix: /a, exact: /b}}]`, "rules[0].path"},
@@ -724,7 +731,7 @@ dispatch:
 			requests: []request{{headers: lane("canary"), want: "canary lane=canary"}, {want: "next lane="}},
 		},
 		{name: "error: empty", config: `{}`, wantErr: []string{"mark", "dispatch"}},
-		{name: "error: mark field", config: `mark: {rules: [{name: a, lane: "Bad Lane!"}]}`, wantErr: []string{"mark.rules[0].lane"}},
+		{name: "error: mark field", config: `mark: {rules: [{name: a, lane: "Bad Lane!", path: {prefix: /}}]}`, wantErr: []string{"mark.rules[0].lane"}},
 		{name: "error: dispatch field", config: `dispatch: {unknownLane: maybe}`, wantErr: []string{"dispatch.unknownLane"}},
 	}
 }
