@@ -1,0 +1,228 @@
+package dispatch_test
+
+import (
+	"bufio"
+	"crypto/sha1"
+	"encoding/base64"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/graylane/graylane/dispatch"
+)
+
+// streamTimeout bounds every wait of the streaming tests.
+const streamTimeout = 5 * time.Second
+
+// newFront starts a real server running the middleware with a lane canary to backend, and
+// returns its URL.
+func newFront(t *testing.T, backend string, flushInterval string) string {
+	t.Helper()
+	cfg := dispatch.CreateConfig()
+	cfg.FlushInterval = flushInterval
+	cfg.Lanes["canary"] = laneConfig(backend)
+	front := httptest.NewServer(newHandler(t, cfg))
+	t.Cleanup(front.Close)
+	return front.URL
+}
+
+// streamBackend starts a server that writes first, flushes, and writes second only once the
+// test closes release (or after streamTimeout).
+func streamBackend(t *testing.T, contentType, first, second string, release chan struct{}) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Content-Type", contentType)
+		_, _ = io.WriteString(rw, first)
+		rw.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-time.After(streamTimeout):
+		}
+		_, _ = io.WriteString(rw, second)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// getLane sends a GET of lane canary to url.
+func getLane(t *testing.T, url string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Gray-Lane", "canary")
+	client := &http.Client{Timeout: streamTimeout}
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { res.Body.Close() })
+	return res
+}
+
+// readFull reads exactly len(want) bytes from r and compares them with want.
+func readFull(t *testing.T, r io.Reader, want string) {
+	t.Helper()
+	buf := make([]byte, len(want))
+	if _, err := io.ReadFull(r, buf); err != nil {
+		t.Fatalf("reading %q: %v", want, err)
+	}
+	if string(buf) != want {
+		t.Fatalf("read %q, want %q", buf, want)
+	}
+}
+
+func TestStreaming(t *testing.T) {
+	tests := []struct {
+		name          string
+		contentType   string
+		flushInterval string
+	}{
+		// Event streams and responses of unknown length are flushed at once whatever the interval.
+		{name: "server-sent events", contentType: "text/event-stream", flushInterval: "100ms"},
+		{name: "chunked", contentType: "text/plain", flushInterval: "10s"},
+		{name: "chunked flush every write", contentType: "application/octet-stream", flushInterval: "-1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			first, second := "data: one\n\n", "data: two\n\n"
+			backend := streamBackend(t, tc.contentType, first, second, release)
+			res := getLane(t, newFront(t, backend.URL, tc.flushInterval))
+			if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != tc.contentType {
+				t.Fatalf("status %d, content type %q", res.StatusCode, res.Header.Get("Content-Type"))
+			}
+			if len(res.TransferEncoding) != 1 || res.TransferEncoding[0] != "chunked" {
+				t.Fatalf("transfer encoding %v, want chunked", res.TransferEncoding)
+			}
+			// The first part arrives while the backend still holds the response open.
+			readFull(t, res.Body, first)
+			close(release)
+			rest, err := io.ReadAll(res.Body)
+			if err != nil || string(rest) != second {
+				t.Fatalf("rest %q, %v", rest, err)
+			}
+		})
+	}
+}
+
+func TestLargeUpload(t *testing.T) {
+	const size = 20 << 20
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
+		n, err := io.Copy(io.Discard, req.Body)
+		if err != nil {
+			http.Error(rw, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		_, _ = io.WriteString(rw, strconv.FormatInt(n, 10))
+	}))
+	t.Cleanup(srv.Close)
+	req, err := http.NewRequest(http.MethodPost, newFront(t, srv.URL, ""), &patternReader{left: size})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Gray-Lane", "canary")
+	res, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK || string(body) != strconv.Itoa(size) {
+		t.Fatalf("status %d, the backend counted %q bytes, want %d", res.StatusCode, body, size)
+	}
+}
+
+// patternReader produces left bytes without holding them in memory, so the upload is streamed.
+type patternReader struct{ left int }
+
+// uploadPattern is what patternReader repeats.
+var uploadPattern = []byte(strings.Repeat("graylane", 8192))
+
+func (r *patternReader) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	if len(p) > r.left {
+		p = p[:r.left]
+	}
+	n := copy(p, uploadPattern)
+	r.left -= n
+	return n, nil
+}
+
+// webSocketAccept is the Sec-WebSocket-Accept value for key (RFC 6455).
+func webSocketAccept(key string) string {
+	sum := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// echoWebSocketBackend starts a server that accepts a WebSocket upgrade and then echoes every
+// byte it receives. It reports the lane header and X-Forwarded-Proto it saw in the 101 response.
+func echoWebSocketBackend(t *testing.T) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
+		if !strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
+			http.Error(rw, "not a websocket upgrade", http.StatusBadRequest)
+			return
+		}
+		conn, brw, err := rw.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Accept: " + webSocketAccept(req.Header.Get("Sec-WebSocket-Key")) + "\r\n" +
+			"X-Seen-Lane: " + req.Header.Get("X-Gray-Lane") + "\r\n" +
+			"X-Seen-Proto: " + req.Header.Get("X-Forwarded-Proto") + "\r\n\r\n")
+		if brw.Flush() != nil {
+			return
+		}
+		_ = conn.SetDeadline(time.Now().Add(streamTimeout))
+		_, _ = io.Copy(conn, brw)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestWebSocketUpgrade(t *testing.T) {
+	front := newFront(t, echoWebSocketBackend(t).URL, "")
+	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(front, "http://"), streamTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(streamTimeout))
+	const key = "dGhlIHNhbXBsZSBub25jZQ=="
+	_, err = io.WriteString(conn, "GET /chat HTTP/1.1\r\nHost: front.example\r\n"+
+		"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"+
+		"Sec-WebSocket-Key: "+key+"\r\nX-Gray-Lane: canary\r\n\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(conn)
+	res, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusSwitchingProtocols || res.Header.Get("Sec-WebSocket-Accept") != webSocketAccept(key) {
+		t.Fatalf("status %d, accept %q", res.StatusCode, res.Header.Get("Sec-WebSocket-Accept"))
+	}
+	if res.Header.Get("X-Seen-Lane") != "canary" || res.Header.Get("X-Seen-Proto") != "ws" {
+		t.Fatalf("the backend saw lane %q, proto %q", res.Header.Get("X-Seen-Lane"), res.Header.Get("X-Seen-Proto"))
+	}
+	// A masked text frame "hello" (RFC 6455), echoed byte for byte.
+	frame := string([]byte{0x81, 0x85, 1, 2, 3, 4, 'h' ^ 1, 'e' ^ 2, 'l' ^ 3, 'l' ^ 4, 'o' ^ 1})
+	for i := 0; i < 3; i++ {
+		if _, err := io.WriteString(conn, frame); err != nil {
+			t.Fatal(err)
+		}
+		readFull(t, r, frame)
+	}
+}
