@@ -4,6 +4,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -33,15 +34,20 @@ func newBalancer(servers []*server) *balancer {
 }
 
 // pick returns the next server that is neither drained nor down, or nil when there is none.
+// Yaegi makes every function call on the request path costly, so the health check is inline and
+// looks at the health table only when that holds a record.
 func (b *balancer) pick(health *healthPolicy) *server {
-	now := time.Now()
+	checking := health.maxFails > 0 && atomic.LoadInt64(&healthRecords.size) > 0
+	var now time.Time
+	if checking {
+		now = time.Now()
+	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	best := -1
 	total := 0
 	for i := 0; i < len(b.servers); i++ {
 		s := b.servers[i]
-		if s.weight == 0 || health.isDown(s, now) {
+		if s.weight == 0 || checking && healthRecords.isDown(s.key, now) {
 			continue
 		}
 		b.current[i] += s.weight
@@ -51,16 +57,20 @@ func (b *balancer) pick(health *healthPolicy) *server {
 		}
 	}
 	if best < 0 {
+		b.mu.Unlock()
 		return nil
 	}
 	b.current[best] -= total
-	return b.servers[best]
+	s := b.servers[best]
+	b.mu.Unlock()
+	return s
 }
 
 // after returns the server to retry once s failed: the next one in the lane's order that is
 // neither drained nor down, stopping before first (the server the request was sent to first) so
 // that no server is tried twice. It returns nil when every server has been tried.
 func (b *balancer) after(s *server, first int, health *healthPolicy) *server {
+	checking := health.maxFails > 0
 	now := time.Now()
 	n := len(b.servers)
 	for i := s.index + 1; ; i++ {
@@ -68,7 +78,7 @@ func (b *balancer) after(s *server, first int, health *healthPolicy) *server {
 		if next.index == first {
 			return nil
 		}
-		if next.weight > 0 && !health.isDown(next, now) {
+		if next.weight > 0 && !(checking && healthRecords.isDown(next.key, now)) {
 			return next
 		}
 	}

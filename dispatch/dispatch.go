@@ -253,7 +253,7 @@ func buildServer(laneName string, index int, cfg Server, timeouts transportTimeo
 		index:    index,
 		weight:   weight,
 		servedBy: laneName + " " + key,
-		proxy:    newProxy(sharedTransport(u, timeouts), flush),
+		proxy:    newProxy(u, sharedTransport(u, timeouts), flush),
 	}, nil
 }
 
@@ -315,17 +315,17 @@ func sortedNames(lanes map[string]Lane) []string {
 }
 
 // ServeHTTP sends a request of a configured lane to that lane's servers, any other to unknownLane.
+// The lane is the lane header's first value, trimmed and lower-cased; a value that is not a valid
+// lane name is simply not found among the configured lanes.
 func (h *handler) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
-	l := h.lanes[laneOf(req.Header[h.header])]
-	if l == nil {
-		h.serveUnknown(rw, req)
+	name := ""
+	if values := req.Header[h.header]; len(values) > 0 {
+		name = strings.ToLower(strings.TrimSpace(values[0]))
+	}
+	if l := h.lanes[name]; l != nil {
+		h.serveLane(rw, req, l)
 		return
 	}
-	h.serveLane(rw, req, l)
-}
-
-// serveUnknown passes a request with no configured lane on, or rejects it.
-func (h *handler) serveUnknown(rw http.ResponseWriter, req *http.Request) {
 	if h.reject {
 		http.Error(rw, "unknown gray lane", http.StatusBadRequest)
 		return
@@ -343,19 +343,10 @@ func (h *handler) serveFallback(rw http.ResponseWriter, req *http.Request, l *la
 		rw.Header().Set(h.servedBy, l.servedBy)
 	}
 	if l.fallback == fallbackNone {
-		http.Error(rw, http.StatusText(http.StatusBadGateway), http.StatusBadGateway)
+		writeError(rw, http.StatusBadGateway)
 		return
 	}
 	h.next.ServeHTTP(rw, req)
-}
-
-// laneOf returns the lane named by the lane header's values: the first one, trimmed and
-// lower-cased. A name that is not a valid lane is simply not found among the configured lanes.
-func laneOf(values []string) string {
-	if len(values) == 0 {
-		return ""
-	}
-	return strings.ToLower(strings.TrimSpace(values[0]))
 }
 
 // isLaneName reports whether s is a lane name: [a-z0-9]([a-z0-9._-]{0,62}).

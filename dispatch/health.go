@@ -42,14 +42,6 @@ func parseHealth(cfg *Health) (healthPolicy, error) {
 	return p, nil
 }
 
-// isDown reports whether s is in its cooldown at now.
-func (p *healthPolicy) isDown(s *server, now time.Time) bool {
-	if p.maxFails == 0 {
-		return false
-	}
-	return healthRecords.isDown(s.key, now)
-}
-
 // fail counts a failure of s.
 func (p *healthPolicy) fail(s *server) {
 	if p.maxFails == 0 {
@@ -78,20 +70,15 @@ var healthRecords = &healthTable{records: make(map[string]*healthRecord)}
 
 // isDown reports whether the server with the given key is in its cooldown at now.
 func (t *healthTable) isDown(key string, now time.Time) bool {
-	if atomic.LoadInt64(&t.size) == 0 {
-		return false
-	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	r := t.records[key]
-	if r == nil {
-		return false
-	}
-	if now.After(r.expires) {
+	down := false
+	if r := t.records[key]; r != nil && now.After(r.expires) {
 		t.remove(key)
-		return false
+	} else if r != nil {
+		down = now.Before(r.downUntil)
 	}
-	return now.Before(r.downUntil)
+	t.mu.Unlock()
+	return down
 }
 
 // fail counts a failure at now of the server with the given key, under policy p.

@@ -94,11 +94,13 @@ func newTransport(t transportTimeouts) *http.Transport {
 	}
 }
 
-// newProxy returns the reverse proxy of one server. Its functions are plain package functions
-// that find the server and the request's state in the request context (no closures: Yaegi).
-func newProxy(tr http.RoundTripper, flush time.Duration) *httputil.ReverseProxy {
+// newProxy returns the reverse proxy of the server at target. Its Director is the compiled one
+// of httputil.NewSingleHostReverseProxy (Yaegi makes every call from compiled code into the plugin
+// costly); ModifyResponse and ErrorHandler are plain package functions that find the request's
+// state in its context (no closures: Yaegi).
+func newProxy(target *url.URL, tr http.RoundTripper, flush time.Duration) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
-		Director:       direct,
+		Director:       httputil.NewSingleHostReverseProxy(target).Director,
 		Transport:      tr,
 		FlushInterval:  flush,
 		ModifyResponse: modifyResponse,
@@ -124,12 +126,6 @@ type contextKey struct{ name string }
 // attemptKey is the request context key of the attempt.
 var attemptKey = &contextKey{name: "graylane-dispatch attempt"}
 
-// attemptOf returns the attempt carried by req.
-func attemptOf(req *http.Request) *attempt {
-	a, _ := req.Context().Value(attemptKey).(*attempt)
-	return a
-}
-
 // serveLane sends req to the next server of l, or to l's fallback when none is available.
 func (h *handler) serveLane(rw http.ResponseWriter, req *http.Request, l *lane) {
 	s := l.balancer.pick(&h.health)
@@ -139,27 +135,27 @@ func (h *handler) serveLane(rw http.ResponseWriter, req *http.Request, l *lane) 
 	}
 	a := &attempt{h: h, lane: l, server: s, first: s.index, in: req, replay: req.Body == nil || req.ContentLength == 0}
 	a.req = req.WithContext(context.WithValue(req.Context(), attemptKey, a))
+	if len(req.Header["X-Forwarded-Host"]) == 0 || len(req.Header["X-Forwarded-Proto"]) == 0 {
+		setForwardedHeaders(a.req)
+	}
+	// The server's proxy points the outgoing request's URL at the server (joining its path
+	// prefix) and appends the client to X-Forwarded-For, like Traefik's own proxy.
+	if !l.passHost {
+		a.req.Host = s.url.Host // a.req is a copy: a fallback still gets the client's Host
+	}
 	s.proxy.ServeHTTP(rw, a.req)
 }
 
-// direct is the proxies' Director: it points the outgoing request at the attempt's server, the
-// way Traefik's own proxy does. ReverseProxy then appends the client to X-Forwarded-For.
-func direct(out *http.Request) {
-	a := attemptOf(out)
-	target := a.server.url
-	if _, ok := out.Header["X-Forwarded-Host"]; !ok {
-		out.Header.Set("X-Forwarded-Host", out.Host)
+// setForwardedHeaders sets X-Forwarded-Host and X-Forwarded-Proto on req, a copy of the incoming
+// request, where they are missing. Behind Traefik they never are: its entry point sets them (and
+// X-Forwarded-Port, -Server, X-Real-Ip) before any middleware runs, so they go on unchanged.
+func setForwardedHeaders(req *http.Request) {
+	req.Header = req.Header.Clone() // leave the incoming request as it was, for the fallback
+	if len(req.Header["X-Forwarded-Host"]) == 0 {
+		req.Header.Set("X-Forwarded-Host", req.Host)
 	}
-	if _, ok := out.Header["X-Forwarded-Proto"]; !ok {
-		out.Header.Set("X-Forwarded-Proto", forwardedProto(out))
-	}
-	out.URL.Scheme = target.Scheme
-	out.URL.Host = target.Host
-	if target.Path != "" && target.Path != "/" {
-		out.URL.Path, out.URL.RawPath = joinURLPath(target, out.URL)
-	}
-	if !a.lane.passHost {
-		out.Host = target.Host
+	if len(req.Header["X-Forwarded-Proto"]) == 0 {
+		req.Header.Set("X-Forwarded-Proto", forwardedProto(req))
 	}
 }
 
@@ -178,43 +174,11 @@ func forwardedProto(req *http.Request) string {
 	return "http"
 }
 
-// joinURLPath appends the request path to the server URL's path prefix, keeping the escaping
-// of both (like httputil.NewSingleHostReverseProxy and Traefik).
-func joinURLPath(a, b *url.URL) (path, rawpath string) {
-	if a.RawPath == "" && b.RawPath == "" {
-		return singleJoiningSlash(a.Path, b.Path), ""
-	}
-	apath := a.EscapedPath()
-	bpath := b.EscapedPath()
-	aslash := strings.HasSuffix(apath, "/")
-	bslash := strings.HasPrefix(bpath, "/")
-	switch {
-	case aslash && bslash:
-		return a.Path + b.Path[1:], apath + bpath[1:]
-	case !aslash && !bslash:
-		return a.Path + "/" + b.Path, apath + "/" + bpath
-	}
-	return a.Path + b.Path, apath + bpath
-}
-
-// singleJoiningSlash joins a and b with exactly one slash between them.
-func singleJoiningSlash(a, b string) string {
-	aslash := strings.HasSuffix(a, "/")
-	bslash := strings.HasPrefix(b, "/")
-	switch {
-	case aslash && bslash:
-		return a + b[1:]
-	case !aslash && !bslash:
-		return a + "/" + b
-	}
-	return a + b
-}
-
 // modifyResponse is the proxies' ModifyResponse, called once the server's response headers
 // arrived and before anything is written to the client. A 502, 503 or 504 counts as a failure
 // of the server for passive health but is returned to the client as it is, not retried.
 func modifyResponse(res *http.Response) error {
-	a := attemptOf(res.Request)
+	a := res.Request.Context().Value(attemptKey).(*attempt)
 	a.answered = true
 	switch res.StatusCode {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
@@ -232,7 +196,7 @@ func modifyResponse(res *http.Response) error {
 // on to the lane's next available server, then to the lane's fallback; any other answers 502
 // (504 on a timeout), because its body may have been read.
 func proxyError(rw http.ResponseWriter, req *http.Request, err error) {
-	a := attemptOf(req)
+	a := req.Context().Value(attemptKey).(*attempt)
 	if req.Context().Err() != nil {
 		rw.WriteHeader(statusClientClosedRequest) // the client went away: not the server's fault
 		return
@@ -249,6 +213,9 @@ func proxyError(rw http.ResponseWriter, req *http.Request, err error) {
 	}
 	if next := a.lane.balancer.after(a.server, a.first, &a.h.health); next != nil {
 		a.server = next
+		if !a.lane.passHost {
+			a.req.Host = next.url.Host
+		}
 		next.proxy.ServeHTTP(rw, a.req)
 		return
 	}
