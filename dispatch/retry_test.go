@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -276,4 +277,39 @@ func backendsOf(h http.Handler, n int) string {
 		names = append(names, send(h, http.MethodGet, "canary", "").Header().Get("X-Backend"))
 	}
 	return strings.Join(names, " ")
+}
+
+func TestConcurrentRetries(t *testing.T) {
+	good1, good2 := newBackend(t, "good"), newBackend(t, "good")
+	broken := newHangUpServer(t)
+	cfg := dispatch.CreateConfig()
+	cfg.Health = dispatch.Health{MaxFails: intp(2), Window: "1s", Cooldown: "20ms"}
+	cfg.Lanes["canary"] = laneConfig(closedURL(t), good1.URL, broken.url, good2.URL)
+	h := newHandler(t, cfg)
+	failures := make(chan string, 400)
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go expectGood(h, 50, failures, &wg)
+	}
+	// Reloads meanwhile build new instances sharing the transports and the health state.
+	for i := 0; i < 20; i++ {
+		newHandler(t, cfg)
+	}
+	wg.Wait()
+	close(failures)
+	for f := range failures {
+		t.Error(f)
+	}
+}
+
+// expectGood sends n GETs of lane canary to h and reports every answer not from a good backend.
+func expectGood(h http.Handler, n int, failures chan<- string, wg *sync.WaitGroup) {
+	defer wg.Done()
+	for i := 0; i < n; i++ {
+		rec := send(h, http.MethodGet, "canary", "")
+		if rec.Code != http.StatusOK || rec.Header().Get("X-Backend") != "good" {
+			failures <- "status " + strconv.Itoa(rec.Code) + " from " + rec.Header().Get("X-Backend")
+		}
+	}
 }
