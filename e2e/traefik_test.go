@@ -86,7 +86,7 @@ const badMiddlewareYAML = `    gray-bad:
       plugin:
         graylane-mark:
           rules:
-            - {name: broken, lane: "Not A Lane!", users: ["1"]}
+            - {name: broken, lane: "Not A Lane!", path: {prefix: /}}
 `
 
 // TestTraefik runs the pinned Traefik release as a process, with the plugins as local plugins
