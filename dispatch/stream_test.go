@@ -226,3 +226,59 @@ func TestWebSocketUpgrade(t *testing.T) {
 		readFull(t, r, frame)
 	}
 }
+
+func TestResponseBrokenOff(t *testing.T) {
+	// The server promises 1000 bytes, sends 5 and hangs up. The response has started, so it is
+	// neither retried nor answered with a 502: the connection to the client just ends (what was
+	// still buffered is lost), and the client sees an error, not a complete response.
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		conn, brw, err := rw.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		_, _ = brw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nhello")
+		_ = brw.Flush()
+		conn.Close()
+	}))
+	t.Cleanup(srv.Close)
+	req, err := http.NewRequest(http.MethodGet, newFront(t, srv.URL, "-1"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Gray-Lane", "canary")
+	res, err := (&http.Client{Timeout: streamTimeout}).Do(req)
+	if err != nil {
+		return // the headers were still buffered when the connection ended
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK || err == nil {
+		t.Fatalf("status %d, body %q, error %v; want 200 and a read error", res.StatusCode, body, err)
+	}
+}
+
+func TestUpgradeRefusedAfterAnswer(t *testing.T) {
+	// The server switches to another protocol than the one asked for: ReverseProxy refuses,
+	// after the server answered, so the request is not retried and gets 502.
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Connection", "Upgrade")
+		rw.Header().Set("Upgrade", "h2c")
+		rw.WriteHeader(http.StatusSwitchingProtocols)
+	}))
+	t.Cleanup(srv.Close)
+	req, err := http.NewRequest(http.MethodGet, newFront(t, srv.URL, ""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Gray-Lane", "canary")
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	res, err := (&http.Client{Timeout: streamTimeout}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusBadGateway {
+		t.Fatalf("status %d, want 502", res.StatusCode)
+	}
+}
