@@ -88,7 +88,7 @@ func TestRetryOnResponseHeaderTimeout(t *testing.T) {
 	good := newBackend(t, "good")
 	slow := slowBackend(t)
 	cfg := healthOff()
-	cfg.Timeouts.ResponseHeader = "50ms"
+	cfg.Timeouts.ResponseHeader = "300ms"
 	cfg.Lanes["canary"] = laneConfig(slow.URL, good.URL)
 	h := newHandler(t, cfg)
 	if rec := send(h, http.MethodGet, "canary", ""); rec.Code != http.StatusOK || rec.Header().Get("X-Backend") != "good" {
@@ -175,7 +175,7 @@ func TestPassiveHealth(t *testing.T) {
 	bad := statusBackend(t, "bad", http.StatusServiceUnavailable)
 	good := newBackend(t, "good")
 	cfg := dispatch.CreateConfig()
-	cfg.Health = dispatch.Health{MaxFails: intp(2), Window: "5s", Cooldown: "150ms"}
+	cfg.Health = dispatch.Health{MaxFails: intp(2), Window: "5s", Cooldown: "400ms"}
 	cfg.Lanes["canary"] = laneConfig(bad.URL, good.URL)
 	h := newHandler(t, cfg)
 
@@ -187,7 +187,7 @@ func TestPassiveHealth(t *testing.T) {
 	if got := backendsOf(h, 6); got != "good good good good good good" {
 		t.Fatalf("during the cooldown: %q", got)
 	}
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(450 * time.Millisecond)
 	if got := backendsOf(h, 4); !strings.Contains(got, "bad") {
 		t.Fatalf("after the cooldown, bad is not tried again: %q", got)
 	}
@@ -197,7 +197,7 @@ func TestPassiveHealthConnectionFailure(t *testing.T) {
 	good := newBackend(t, "good")
 	broken := newHangUpServer(t)
 	cfg := dispatch.CreateConfig()
-	cfg.Health = dispatch.Health{MaxFails: intp(1), Window: "5s", Cooldown: "150ms"}
+	cfg.Health = dispatch.Health{MaxFails: intp(1), Window: "5s", Cooldown: "400ms"}
 	cfg.Lanes["canary"] = laneConfig(broken.url, good.URL)
 	cfg.Lanes["solo"] = dispatch.Lane{Servers: []dispatch.Server{{URL: broken.url}}, Fallback: "none"}
 	h := newHandler(t, cfg)
@@ -219,7 +219,7 @@ func TestPassiveHealthConnectionFailure(t *testing.T) {
 	if n := broken.connections(); n != 1 {
 		t.Fatalf("%d connections to the broken server during its cooldown, want 1", n)
 	}
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(450 * time.Millisecond)
 	if rec := send(h, http.MethodGet, "solo", ""); rec.Code != http.StatusBadGateway {
 		t.Fatalf("solo after the cooldown: status %d", rec.Code)
 	}
