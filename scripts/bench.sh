@@ -4,7 +4,7 @@
 # which writes BENCHMARKS.md and docs/bench.svg.
 #
 # Environment: BENCH_DURATION (default 10s) is the measured time of each variant,
-# BENCH_WARMUP (default 2s) the warm-up before it, BENCH_ROUNDS (default 1) how many times
+# BENCH_WARMUP (default 3s) the warm-up before it, BENCH_ROUNDS (default 1) how many times
 # every variant runs (the median round is reported).
 set -euo pipefail
 

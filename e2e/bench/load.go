@@ -38,6 +38,7 @@ func (t Tool) Version() string {
 	}
 	out, _ := exec.Command(t.Path, "-v").CombinedOutput() // wrk -v prints its version and exits 1
 	line, _, _ := strings.Cut(string(out), "\n")
+	line, _, _ = strings.Cut(line, " Copyright")
 	if line = strings.TrimSpace(line); line != "" {
 		return line
 	}

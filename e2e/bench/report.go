@@ -200,7 +200,7 @@ func SVG(ratios []Ratio, subtitle string) string {
 	w(`<rect width="100%%" height="100%%" fill="#ffffff"/>` + "\n")
 	w(`<text x="10" y="22" font-size="15" font-weight="bold">graylane throughput ratios (requests/s), higher is better</text>` + "\n")
 	w(`<text x="10" y="40" fill="#555555">%s</text>`+"\n", esc(subtitle))
-	for _, v := range []float64{0, 0.25, 0.5, 0.75, 1} {
+	for v := 0.0; v <= scale; v += 0.25 {
 		stroke, dash := "#dddddd", ""
 		if v == 1 {
 			stroke, dash = "#333333", ` stroke-dasharray="4 3"`
