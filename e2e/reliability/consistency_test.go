@@ -18,9 +18,9 @@ const (
 	consistencySalt    = "replicas"
 )
 
-// consistencyDynamic puts listed users in lane vip, app versions >=3.0.0 in lane next, and a
+// consistencyDynamic puts listed users in lane vip, app versions >=3.0.0 in lane newapp, and a
 // sticky 25 % of the rest in lane canary; every lane has its own backend.
-func consistencyDynamic(users []string, stable, vip, next, canary string) string {
+func consistencyDynamic(users []string, stable, vip, newapp, canary string) string {
 	return fmt.Sprintf(`
 http:
   routers:
@@ -42,7 +42,7 @@ http:
           anonymous: none
           rules:
             - { name: vip, lane: vip, users: [%s] }
-            - { name: next-app, lane: next, versions: ">=3.0.0" }
+            - { name: new-app, lane: newapp, versions: ">=3.0.0" }
             - { name: share, lane: canary, percent: %v, salt: %s }
     gray-dispatch:
       plugin:
@@ -50,9 +50,9 @@ http:
           servedByHeader: X-Gray-Upstream
           lanes:
             vip:    { servers: [{ url: %q }] }
-            next:   { servers: [{ url: %q }] }
+            newapp: { servers: [{ url: %q }] }
             canary: { servers: [{ url: %q }] }
-`, stable, strings.Join(users, ", "), consistencyPercent, consistencySalt, vip, next, canary)
+`, stable, strings.Join(users, ", "), consistencyPercent, consistencySalt, vip, newapp, canary)
 }
 
 // bucket is the spec's sticky bucket: the first 8 bytes of SHA-256(salt ":" key), big-endian,
@@ -86,9 +86,9 @@ func TestReplicaConsistency(t *testing.T) {
 		vipUsers = append(vipUsers, strconv.Quote(id))
 		vip[id] = true
 	}
-	stable, vipB, nextB, canaryB := harness.StartBackend(t, "stable"), harness.StartBackend(t, "vip"),
-		harness.StartBackend(t, "next"), harness.StartBackend(t, "canary")
-	dyn := consistencyDynamic(vipUsers, stable.URL, vipB.URL, nextB.URL, canaryB.URL)
+	stable, vipB, newappB, canaryB := harness.StartBackend(t, "stable"), harness.StartBackend(t, "vip"),
+		harness.StartBackend(t, "newapp"), harness.StartBackend(t, "canary")
+	dyn := consistencyDynamic(vipUsers, stable.URL, vipB.URL, newappB.URL, canaryB.URL)
 	replicas := []*harness.Traefik{
 		harness.StartTraefik(t, harness.TraefikOptions{Dynamic: dyn}),
 		harness.StartTraefik(t, harness.TraefikOptions{Dynamic: dyn}),
@@ -102,7 +102,7 @@ func TestReplicaConsistency(t *testing.T) {
 		case vip[id]:
 			return "vip"
 		case strings.HasPrefix(version, "3."):
-			return "next"
+			return "newapp"
 		case bucket(consistencySalt, id) < uint64(consistencyPercent*100):
 			return "canary"
 		}
@@ -127,6 +127,11 @@ func TestReplicaConsistency(t *testing.T) {
 				return
 			}
 			lanes[r] = reply.Backend()
+			// Each lane has its own backend, and the backend saw the lane header.
+			if lane := reply.RequestHeader(laneHeader); lane != lanes[r] && (lane != "" || lanes[r] != "stable") {
+				disagree.fail("%s on replica %d: lane header %q answered by %q", id, r, lane, lanes[r])
+				return
+			}
 		}
 		if lanes[0] != lanes[1] {
 			disagree.fail("%s (version %s): replica 0 chose %q, replica 1 %q", id, version, lanes[0], lanes[1])
@@ -148,7 +153,7 @@ func TestReplicaConsistency(t *testing.T) {
 	disagree.requireNoFailures(t, "replica agreement")
 	offSpec.requireNoFailures(t, "lanes by the spec's formula")
 	// The percentage rule sees the users no earlier rule took; its share must be close to 25 %.
-	rest := total - agree.count("vip") - agree.count("next")
+	rest := total - agree.count("vip") - agree.count("newapp")
 	if share := float64(agree.count("canary")) / float64(rest) * 100; rest > 0 && (share < consistencyPercent-2 || share > consistencyPercent+2) {
 		t.Errorf("percent rule took %.2f %% of %d users, want %.0f %% ± 2", share, rest, consistencyPercent)
 	}

@@ -3,6 +3,7 @@ package reliability_test
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -91,7 +92,7 @@ func TestFaults(t *testing.T) {
 		stable: harness.StartBackend(t, "stable"),
 		kill1:  harness.StartBackend(t, "kill1"),
 		kill2:  harness.StartBackend(t, "kill2"),
-		hang1:  startHangListener(t),
+		hang1:  startHangListener(t, "127.0.0.1:0"),
 		hang2:  harness.StartBackend(t, "hang2"),
 		slow1:  harness.StartBackend(t, "slow1"),
 		down1:  harness.StartBackend(t, "down1"),
@@ -139,10 +140,22 @@ func TestFaults(t *testing.T) {
 		})
 		time.Sleep(phase)
 		stop()
+		// Passive health: kill1 is now marked down for the 60s cooldown. Listen on its port
+		// again (accepting, never answering) and check that dispatch does not try it.
+		probe := startHangListener(t, strings.TrimPrefix(s.kill1.URL, "http://"))
+		down := newTally()
+		runLoad(t.Context(), workers, 100_000, phase/2, 2*time.Millisecond, func(int) {
+			get(down, "kill.test", "/", "canary", "kill2")
+		})
 		t.Logf("before and during SIGKILL of kill1 (%d requests): %s", killed, before)
 		t.Logf("after the kill: %s", after)
+		t.Logf("with kill1's port listening again during its cooldown: %s; connections to kill1's port: %d", down, probe.accepted())
 		before.requireNoFailures(t, "GETs around the kill")
 		after.requireNoFailures(t, "GETs after the kill")
+		down.requireNoFailures(t, "GETs during the cooldown")
+		if probe.accepted() != 0 {
+			t.Errorf("dispatch connected %d times to kill1 during its cooldown: passive health did not mark it down", probe.accepted())
+		}
 		if before.count("kill1") == 0 || before.count("kill2") == 0 {
 			t.Errorf("both servers should have answered before the kill: %s", before)
 		}

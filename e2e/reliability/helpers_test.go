@@ -338,11 +338,11 @@ type hangListener struct {
 	done  chan struct{}
 }
 
-// startHangListener starts a hangListener and registers a Cleanup that closes it and every
-// connection it accepted.
-func startHangListener(tb testing.TB) *hangListener {
+// startHangListener starts a hangListener on addr ("127.0.0.1:0" for a free port) and
+// registers a Cleanup that closes it and every connection it accepted.
+func startHangListener(tb testing.TB, addr string) *hangListener {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		tb.Fatal(err)
 	}
