@@ -42,7 +42,7 @@ func long() bool { return os.Getenv("GRAYLANE_LONG") == "1" }
 // requests, so a test can close its idle connections and count Traefik's goroutines.
 func newClient(workers int) *http.Client {
 	return &http.Client{
-		Timeout: 15 * time.Second,
+		Timeout: 10 * time.Second,
 		Transport: &http.Transport{
 			MaxIdleConns:        4 * workers,
 			MaxIdleConnsPerHost: 2 * workers,
