@@ -221,6 +221,7 @@ type loadResult struct {
 func testHotReload(t *testing.T, tr *harness.Traefik, stable, canary, beta *harness.Backend) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	logBefore := len(tr.Log())
 	var stop atomic.Bool
 	res := &loadResult{}
 	var wg sync.WaitGroup
@@ -302,6 +303,15 @@ func testHotReload(t *testing.T, tr *harness.Traefik, stable, canary, beta *harn
 	}
 	if res.total < 100 {
 		t.Errorf("only %d requests were sent", res.total)
+	}
+
+	// Nothing is logged per request at the default level, and the reload logs no error.
+	logged := tr.Log()[logBefore:]
+	if n := strings.Count(logged, "\n"); n > 20 {
+		t.Errorf("%d log lines for %d requests and one reload:\n%s", n, res.total, logged)
+	}
+	if strings.Contains(logged, " ERR ") {
+		t.Errorf("errors logged during the reload:\n%s", logged)
 	}
 }
 

@@ -91,11 +91,24 @@ func findTraefik() (string, error) {
 		}
 		return p, nil
 	}
+	// The cached binary, when it is there and of the pinned version, is used without calling
+	// the script (whose own check can fail spuriously under pipefail and start a rebuild).
+	version, err := pinnedTraefikVersion()
+	if err != nil {
+		return "", err
+	}
+	cached := filepath.Join(cacheDir(), "traefik-"+version, "traefik")
+	if isTraefik(cached, version) {
+		return cached, nil
+	}
 	unlock, err := lockFile(filepath.Join(cacheDir(), "build-traefik.lock"))
 	if err != nil {
 		return "", err
 	}
 	defer unlock()
+	if isTraefik(cached, version) { // built by another process while we waited for the lock
+		return cached, nil
+	}
 	var out bytes.Buffer
 	cmd := exec.Command(filepath.Join(RepoRoot(), "scripts", "build-traefik.sh"))
 	cmd.Dir = RepoRoot()
@@ -110,6 +123,23 @@ func findTraefik() (string, error) {
 		return "", fmt.Errorf("scripts/build-traefik.sh printed %q: %w", path, err)
 	}
 	return path, nil
+}
+
+// pinnedTraefikVersion returns the Traefik version e2e/go.mod pins, e.g. "v3.6.12".
+func pinnedTraefikVersion() (string, error) {
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/traefik/traefik/v3")
+	cmd.Dir = filepath.Join(RepoRoot(), "e2e")
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("go list -m github.com/traefik/traefik/v3: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// isTraefik reports whether path is a Traefik binary of version (e.g. "v3.6.12").
+func isTraefik(path, version string) bool {
+	out, err := exec.Command(path, "version").Output()
+	return err == nil && strings.Contains(string(out), strings.TrimPrefix(version, "v"))
 }
 
 // cacheDir is where the harness keeps built binaries, like scripts/build-traefik.sh.
