@@ -29,19 +29,39 @@ run_build() {
 	local start
 	start=$(date +%s)
 	"$@" &
-	local pid=$!
+	local pid=$! ticks=0
 	while kill -0 "$pid" 2>/dev/null; do
-		sleep 30
-		kill -0 "$pid" 2>/dev/null && log "still building $name ($(($(date +%s) - start))s so far)"
+		sleep 1
+		ticks=$((ticks + 1))
+		if [ $((ticks % 30)) -eq 0 ] && kill -0 "$pid" 2>/dev/null; then
+			log "still building $name ($(($(date +%s) - start))s so far)"
+		fi
 	done
 	wait "$pid"
 	log "built $name in $(($(date +%s) - start))s"
 }
 
+# quiet CMD... runs a command, showing its output only when it fails.
+quiet() {
+	local out
+	if ! out=$("$@" 2>&1); then
+		printf '%s\n' "$out" >&2
+		log "failed: $*"
+		return 1
+	fi
+}
+
 tmp=$(mktemp -d)
 trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
 
-if [ ! -x "$bin/etcd" ] || ! "$bin/etcd" --version 2>/dev/null | grep -q "${etcd_version#v}"; then
+# has_version BINARY VERSION: BINARY exists and its --version output mentions VERSION.
+# (Not a pipe into grep -q: with pipefail, the binary's SIGPIPE would count as a mismatch.)
+has_version() {
+	local out
+	[ -x "$1" ] && out=$("$1" --version 2>/dev/null) && [[ $out == *"$2"* ]]
+}
+
+if ! has_version "$bin/etcd" "${etcd_version#v}"; then
 	log "building etcd $etcd_version into $bin, about 1 minute (more on a busy machine)…"
 	mkdir -p "$tmp/etcd"
 	cat >"$tmp/etcd/main.go" <<'EOF'
@@ -56,17 +76,12 @@ import (
 
 func main() { etcdmain.Main(os.Args) }
 EOF
-	(
-		cd "$tmp/etcd"
-		go mod init graylane.local/etcd >/dev/null 2>&1
-		go get "go.etcd.io/etcd/server/v3@$etcd_version" >/dev/null 2>&1
-		go mod tidy >/dev/null 2>&1
-	)
+	quiet sh -c "cd '$tmp/etcd' && go mod init graylane.local/etcd && go get go.etcd.io/etcd/server/v3@$etcd_version && go mod tidy"
 	run_build etcd sh -c "cd '$tmp/etcd' && go build -o '$bin/etcd.tmp' -ldflags '-s -w' ."
 	mv "$bin/etcd.tmp" "$bin/etcd"
 fi
 
-if [ ! -x "$bin/kube-apiserver" ] || ! "$bin/kube-apiserver" --version 2>/dev/null | grep -q "$kube_version"; then
+if ! has_version "$bin/kube-apiserver" "$kube_version"; then
 	log "building kube-apiserver $kube_version into $bin, about 6 minutes on 2 cores (more on a busy machine)…"
 	mkdir -p "$tmp/apiserver"
 	# k8s.io/kubernetes replaces every k8s.io/* staging module with a ./staging directory;
@@ -81,10 +96,7 @@ if [ ! -x "$bin/kube-apiserver" ] || ! "$bin/kube-apiserver" --version 2>/dev/nu
 		echo
 		sed -n 's#^[[:space:]]*\(k8s\.io/[^[:space:]]*\) => \./staging/.*$#replace \1 => \1 '"$staging_version"'#p' "$gomod"
 	} >"$tmp/apiserver/go.mod"
-	(
-		cd "$tmp/apiserver"
-		go get "k8s.io/kubernetes/cmd/kube-apiserver@$kube_version" >/dev/null 2>&1
-	)
+	quiet sh -c "cd '$tmp/apiserver' && go get k8s.io/kubernetes/cmd/kube-apiserver@$kube_version"
 	run_build kube-apiserver sh -c "cd '$tmp/apiserver' && go build -o '$bin/kube-apiserver.tmp' \
 		-ldflags '-s -w -X k8s.io/component-base/version.gitVersion=$kube_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=31' \
 		k8s.io/kubernetes/cmd/kube-apiserver"
