@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
@@ -57,6 +58,22 @@ func TestKubernetesCRD(t *testing.T) {
 	cluster.Apply(t, demoFile(t, "ingressroute.yaml"))
 	salt := secretValue(t, cluster, "graylane-demo", "graylane-salt", "checkout")
 
+	// The ConfigMaps the Helm chart renders from values.yaml for the inline plugins
+	// (templates/local-plugins-cm.yaml: data is the source map): the API server accepts
+	// their keys and size.
+	for alias, p := range chartLocalPlugins(t) {
+		cm, err := json.Marshal(map[string]any{
+			"apiVersion": "v1",
+			"kind":       "ConfigMap",
+			"metadata":   map[string]any{"name": "traefik-local-plugin-" + alias, "namespace": "default"},
+			"data":       p.Source,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cluster.Apply(t, string(cm))
+	}
+
 	traefik := harness.StartTraefik(t, harness.TraefikOptions{ExtraStatic: fmt.Sprintf(`
 providers:
   kubernetesCRD:
@@ -103,7 +120,7 @@ providers:
 		// The percentage rule's salt is urn:k8s:secret:graylane-salt:checkout, which Traefik
 		// resolves from the Secret. Make sure the users tell that salt apart from the two a
 		// broken resolution would leave (the URN itself, or the rule name by default).
-		for _, wrong := range []string{"urn:k8s:secret:graylane-salt:checkout", "checkout-10pct"} {
+		for _, wrong := range []string{"urn:k8s:secret:graylane-salt:checkout", "checkout-rollout"} {
 			if sameSplit(users, salt, wrong, 10) {
 				t.Fatalf("the test users split the same with salt %q and %q: pick other users", salt, wrong)
 			}
@@ -267,21 +284,9 @@ func TestKubernetesValuesUpToDate(t *testing.T) {
 		t.Fatal("demo/k8s/values.yaml is out of date: run scripts/gen-k8s-values.sh")
 	}
 
-	var values struct {
-		Experimental struct {
-			LocalPlugins map[string]struct {
-				Type       string            `yaml:"type"`
-				ModuleName string            `yaml:"moduleName"`
-				MountPath  string            `yaml:"mountPath"`
-				Source     map[string]string `yaml:"source"`
-			} `yaml:"localPlugins"`
-		} `yaml:"experimental"`
-	}
-	if err := yaml.Unmarshal(committed, &values); err != nil {
-		t.Fatal(err)
-	}
+	plugins := chartLocalPlugins(t)
 	for alias, dir := range map[string]string{"graylane-mark": "mark", "graylane-dispatch": "dispatch"} {
-		p, ok := values.Experimental.LocalPlugins[alias]
+		p, ok := plugins[alias]
 		if !ok {
 			t.Fatalf("values.yaml declares no local plugin %s", alias)
 		}
@@ -312,6 +317,28 @@ func TestKubernetesValuesUpToDate(t *testing.T) {
 			t.Errorf("%s: %d source files, the repository has %d", alias, len(p.Source), n)
 		}
 	}
+}
+
+// chartLocalPlugin is an entry of experimental.localPlugins in the Helm values.
+type chartLocalPlugin struct {
+	Type       string            `yaml:"type"`
+	ModuleName string            `yaml:"moduleName"`
+	MountPath  string            `yaml:"mountPath"`
+	Source     map[string]string `yaml:"source"`
+}
+
+// chartLocalPlugins reads experimental.localPlugins from demo/k8s/values.yaml.
+func chartLocalPlugins(t *testing.T) map[string]chartLocalPlugin {
+	t.Helper()
+	var values struct {
+		Experimental struct {
+			LocalPlugins map[string]chartLocalPlugin `yaml:"localPlugins"`
+		} `yaml:"experimental"`
+	}
+	if err := yaml.Unmarshal([]byte(demoFile(t, "values.yaml")), &values); err != nil {
+		t.Fatalf("demo/k8s/values.yaml: %v", err)
+	}
+	return values.Experimental.LocalPlugins
 }
 
 func demoFile(t *testing.T, name string) string {

@@ -139,7 +139,8 @@ func Start(tb testing.TB) *Cluster {
 		tb.Fatal(err)
 	}
 
-	clientPort, peerPort, apiPort := freePort(tb), freePort(tb), freePort(tb)
+	ports := freePorts(tb, 3)
+	clientPort, peerPort, apiPort := ports[0], ports[1], ports[2]
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(clientPort)
 	peerURL := "http://127.0.0.1:" + strconv.Itoa(peerPort)
 	etcd := startProcess(tb, filepath.Join(dir, "etcd.log"), filepath.Join(bin, "etcd"),
@@ -313,14 +314,19 @@ func startProcess(tb testing.TB, logFile, path string, args ...string) *process 
 	return p
 }
 
-func freePort(tb testing.TB) int {
+// freePorts returns n distinct TCP ports that were free on 127.0.0.1 a moment ago.
+func freePorts(tb testing.TB, n int) []int {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("kube: free port: %v", err)
+	ports := make([]int, 0, n)
+	for len(ports) < n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatalf("kube: free port: %v", err)
+		}
+		defer ln.Close() // held until all are picked, so none is handed out twice
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
 func randomToken(tb testing.TB) string {
