@@ -9,7 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -250,6 +253,45 @@ lanes:
 		}
 	})
 
+	t.Run("concurrent requests", func(t *testing.T) {
+		h, err := newHandler(load(t, "graylane"), "graylane", yamlMap(t, `
+mark:
+  identity: {header: X-User-Id}
+  rules:
+    - {name: testers, lane: canary, users: ["1"]}
+    - {name: half, lane: beta, percent: 50}
+dispatch:
+  lanes:
+    canary: {servers: [{url: "`+canary.URL+`"}]}
+    beta: {servers: [{url: "`+beta.URL+`"}]}
+`), nextHandler)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testConcurrent(t, h)
+	})
+
+	t.Run("New starts no goroutine", func(t *testing.T) {
+		configs := map[string]map[string]any{
+			"graylane-mark":     yamlMap(t, `{identity: {header: X-User-Id}, rules: [{name: a, lane: canary, users: ["1"]}, {name: b, lane: beta, percent: 5}]}`),
+			"graylane-dispatch": yamlMap(t, `{lanes: {canary: {servers: [{url: "`+canary.URL+`"}, {url: "`+beta.URL+`"}]}}}`),
+			"graylane":          yamlMap(t, `{mark: {rules: [{name: a, lane: canary, path: {prefix: /}}]}, dispatch: {lanes: {canary: {servers: [{url: "`+canary.URL+`"}]}}}}`),
+		}
+		for alias, config := range configs {
+			b := load(t, alias)
+			_, _ = newHandler(b, alias, config, nextHandler) // warm up package-level state
+			before := runtime.NumGoroutine()
+			for i := 0; i < 100; i++ { // 100 configuration reloads
+				if _, err := newHandler(b, alias, config, nextHandler); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if after := runtime.NumGoroutine(); after > before+2 {
+				t.Errorf("%s: %d goroutines after 100 calls of New, %d before", alias, after, before)
+			}
+		}
+	})
+
 	t.Run("mark cases", func(t *testing.T) {
 		runCases(t, load(t, "graylane-mark"), "graylane-mark", markCases(), nil)
 	})
@@ -260,6 +302,45 @@ lanes:
 	t.Run("facade cases", func(t *testing.T) {
 		runCases(t, load(t, "graylane"), "graylane", facadeCases(), strings.NewReplacer("{{canary}}", canary.URL))
 	})
+}
+
+// testConcurrent sends requests from 8 goroutines through an interpreted handler: users "1"
+// must reach canary, the others beta or next by their percentage bucket, every time.
+func testConcurrent(t *testing.T, h http.Handler) {
+	var wg sync.WaitGroup
+	errs := make(chan string, 16)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 100; i++ {
+				id := strconv.Itoa(g*1000 + i%7)
+				if i%3 == 0 {
+					id = "1"
+				}
+				want := "next lane="
+				switch {
+				case id == "1":
+					want = "canary lane=canary"
+				case bucket("half", id) < 5000:
+					want = "beta lane=beta"
+				}
+				rec := serve(h, request{headers: user(id)})
+				if got := rec.Body.String(); !strings.HasPrefix(got, want) {
+					select {
+					case errs <- fmt.Sprintf("user %s: got %q, want %q", id, got, want):
+					default:
+					}
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
 }
 
 // pluginCase is one configuration run through an interpreted plugin.
