@@ -12,8 +12,12 @@ import (
 // rootModule is the module path of the repository root.
 const rootModule = "github.com/graylane/graylane"
 
+// startDir is the working directory when the process started (the package directory for
+// `go test`), before any test changed it with t.Chdir.
+var startDir = mustGetwd()
+
 var repoRoot = sync.OnceValue(func() string {
-	if dir, ok := findRoot(mustGetwd()); ok {
+	if dir, ok := findRoot(startDir); ok {
 		return dir
 	}
 	_, file, _, ok := runtime.Caller(0)
@@ -25,8 +29,8 @@ var repoRoot = sync.OnceValue(func() string {
 	panic("harness: cannot find the repository root (a go.mod declaring module " + rootModule + ")")
 })
 
-// RepoRoot returns the repository root: the nearest directory above the working directory
-// (or above this source file) whose go.mod declares module github.com/graylane/graylane.
+// RepoRoot returns the repository root: the nearest directory above the process's starting
+// working directory (or above this source file) whose go.mod declares module github.com/graylane/graylane.
 func RepoRoot() string {
 	return repoRoot()
 }
