@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"gopkg.in/yaml.v3"
 
 	"github.com/graylane/graylane/e2e/harness"
 )
@@ -118,6 +120,49 @@ func TestTraefik(t *testing.T) {
 	t.Run("streaming", func(t *testing.T) { testStreaming(t, tr) })
 	t.Run("hot reload under load", func(t *testing.T) { testHotReload(t, tr, stable, canary, beta) })
 	t.Run("bad config", func(t *testing.T) { testBadConfig(t, tr, stable, canary, beta) })
+	t.Run("manifest testData", func(t *testing.T) { testManifestTestData(t, tr, stable) })
+}
+
+// testManifestTestData puts each manifest's testData on a router of its own, in a second file
+// of the watched directory, and checks Traefik enables the three routers.
+func testManifestTestData(t *testing.T, tr *harness.Traefik, stable *harness.Backend) {
+	routers := map[string]any{}
+	middlewares := map[string]any{}
+	for alias, dir := range map[string]string{"graylane": ".", "graylane-mark": "mark", "graylane-dispatch": "dispatch"} {
+		data, err := os.ReadFile(filepath.Join(harness.RepoRoot(), dir, ".traefik.yml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var manifest struct {
+			TestData map[string]any `yaml:"testData"`
+		}
+		if err := yaml.Unmarshal(data, &manifest); err != nil {
+			t.Fatalf("%s/.traefik.yml: %v", dir, err)
+		}
+		routers["testdata-"+alias] = map[string]any{
+			"rule":        "Host(`testdata-" + alias + ".test`)",
+			"entryPoints": []string{"web"},
+			"service":     "testdata",
+			"middlewares": []string{"testdata-" + alias},
+		}
+		middlewares["testdata-"+alias] = map[string]any{"plugin": map[string]any{alias: manifest.TestData}}
+	}
+	config, err := yaml.Marshal(map[string]any{"http": map[string]any{
+		"routers":     routers,
+		"middlewares": middlewares,
+		"services":    map[string]any{"testdata": map[string]any{"loadBalancer": map[string]any{"servers": []any{map[string]any{"url": stable.URL}}}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.WriteDynamicFile(t, "testdata.yml", string(config))
+	for alias := range routers {
+		tr.WaitRouter(t, alias, 20*time.Second)
+		host := strings.TrimPrefix(alias, "testdata-") + ".test"
+		if r := harness.Do(t, http.MethodGet, tr.URL+"/", map[string]string{"Host": "testdata-" + host}, nil); r.Status != http.StatusOK {
+			t.Errorf("router %s answers %d: %s", alias, r.Status, r.Body)
+		}
+	}
 }
 
 func testLanes(t *testing.T, tr *harness.Traefik) {
