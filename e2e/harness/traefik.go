@@ -157,7 +157,10 @@ func cacheDir() string {
 }
 
 // StaticConfig returns the static configuration StartTraefik writes, before ExtraStatic is
-// merged in, for a Traefik working in dir with the given entry point ports.
+// merged in, for a Traefik working in dir with the given entry point ports: entry points web
+// and traefik on 127.0.0.1 (graceful shutdown 3s), ping, the insecure API and Prometheus
+// metrics on traefik, the file provider watching <dir>/dynamic, the local plugins, the log
+// level without colours, no access log, no version check and no usage statistics.
 func StaticConfig(dir string, webPort, apiPort int, opts TraefikOptions) map[string]any {
 	level := opts.LogLevel
 	if level == "" {
@@ -167,6 +170,8 @@ func StaticConfig(dir string, webPort, apiPort int, opts TraefikOptions) map[str
 	if plugins == nil {
 		plugins = DefaultLocalPlugins()
 	}
+	// A short graceful shutdown, so stopping Traefik with a request still hanging takes seconds.
+	lifeCycle := map[string]any{"lifeCycle": map[string]any{"graceTimeOut": "3s"}}
 	local := map[string]any{}
 	for alias, module := range plugins {
 		local[alias] = map[string]any{"moduleName": module}
@@ -174,8 +179,8 @@ func StaticConfig(dir string, webPort, apiPort int, opts TraefikOptions) map[str
 	return map[string]any{
 		"global": map[string]any{"checkNewVersion": false, "sendAnonymousUsage": false},
 		"entryPoints": map[string]any{
-			"web":     map[string]any{"address": "127.0.0.1:" + strconv.Itoa(webPort)},
-			"traefik": map[string]any{"address": "127.0.0.1:" + strconv.Itoa(apiPort)},
+			"web":     map[string]any{"address": "127.0.0.1:" + strconv.Itoa(webPort), "transport": lifeCycle},
+			"traefik": map[string]any{"address": "127.0.0.1:" + strconv.Itoa(apiPort), "transport": lifeCycle},
 		},
 		"ping":    map[string]any{"entryPoint": "traefik"},
 		"api":     map[string]any{"insecure": true, "dashboard": false},
