@@ -19,7 +19,8 @@ const (
 )
 
 // consistencyDynamic puts listed users in lane vip, app versions >=3.0.0 in lane newapp, and a
-// sticky 25 % of the rest in lane canary; every lane has its own backend.
+// sticky 25 % of the rest in lane canary (keyed by the user ID, or for anonymous visitors by
+// the random ID mark issues in the graylane_id cookie); every lane has its own backend.
 func consistencyDynamic(users []string, stable, vip, newapp, canary string) string {
 	return fmt.Sprintf(`
 http:
@@ -39,7 +40,8 @@ http:
         graylane-mark:
           identity: { header: X-User-Id }
           version: { header: X-App-Version }
-          anonymous: none
+          anonymous: cookie
+          stickyCookie: { name: graylane_id }
           rules:
             - { name: vip, lane: vip, users: [%s] }
             - { name: new-app, lane: newapp, versions: ">=3.0.0" }
@@ -73,7 +75,8 @@ func consistencyUser(i int) (id, version string) {
 
 // TestReplicaConsistency starts two Traefik processes with the same configuration and sends
 // each of 10,000 users to both (8 at a time). Both must put every user in the same lane, and
-// that lane must be the one the spec's rules and bucket formula give.
+// that lane must be the one the spec's rules and bucket formula give. Then 1,000 anonymous
+// visitors get their sticky cookie from one replica and must stay in the same lane on both.
 func TestReplicaConsistency(t *testing.T) {
 	total := 10_000
 	if long() {
@@ -157,6 +160,59 @@ func TestReplicaConsistency(t *testing.T) {
 	if share := float64(agree.count("canary")) / float64(rest) * 100; rest > 0 && (share < consistencyPercent-2 || share > consistencyPercent+2) {
 		t.Errorf("percent rule took %.2f %% of %d users, want %.0f %% ± 2", share, rest, consistencyPercent)
 	}
+
+	// Anonymous visitors: the first answer (from either replica) issues the sticky cookie;
+	// with it, both replicas must keep the visitor in the lane of that first answer, which
+	// is the lane the formula gives for the cookie's ID.
+	visitors := total / 10
+	sticky := newTally()
+	start = time.Now()
+	runLoad(t.Context(), workers, visitors, 5*time.Minute, 0, func(i int) {
+		h := http.Header{"X-App-Version": {"2.9.0"}}
+		first, _, err := send(c, request{url: replicas[i%2].URL + "/", header: h})
+		if err != nil || first.Status != http.StatusOK {
+			sticky.fail("visitor %d, first request: %s", i, outcome(first, err))
+			return
+		}
+		var id string
+		for _, ck := range (&http.Response{Header: first.Header}).Cookies() {
+			if ck.Name == "graylane_id" {
+				id = ck.Value
+			}
+		}
+		if id == "" {
+			sticky.fail("visitor %d: no graylane_id cookie in %v", i, first.Header["Set-Cookie"])
+			return
+		}
+		want := "stable"
+		if bucket(consistencySalt, id) < uint64(consistencyPercent*100) {
+			want = "canary"
+		}
+		if first.Backend() != want {
+			sticky.fail("visitor %s: first answer from %q, the formula gives %q", id, first.Backend(), want)
+			return
+		}
+		h.Set("Cookie", "graylane_id="+id)
+		for r, tr := range replicas {
+			reply, _, err := send(c, request{url: tr.URL + "/", header: h})
+			if err != nil || reply.Status != http.StatusOK {
+				sticky.fail("visitor %s on replica %d: %s", id, r, outcome(reply, err))
+				return
+			}
+			if reply.Backend() != want {
+				sticky.fail("visitor %s on replica %d: lane %q, first answer %q", id, r, reply.Backend(), want)
+				return
+			}
+		}
+		sticky.ok(want, 0)
+	})
+	t.Logf("%d anonymous visitors, each sent with its sticky cookie to both replicas, in %s: %s",
+		visitors, time.Since(start).Round(time.Millisecond), sticky)
+	sticky.requireNoFailures(t, "anonymous visitors")
+	if sticky.total != visitors {
+		t.Errorf("%d visitors done, want %d", sticky.total, visitors)
+	}
+
 	for _, tr := range replicas {
 		requireNoPanic(t, tr)
 	}

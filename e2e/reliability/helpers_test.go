@@ -96,6 +96,14 @@ func send(c *http.Client, r request) (*harness.Reply, time.Duration, error) {
 	return reply, took, nil
 }
 
+// outcome describes the result of send for a failure message.
+func outcome(reply *harness.Reply, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("status %d: %.200s", reply.Status, reply.Body)
+}
+
 // tally counts outcomes of concurrent requests by key and keeps the first failures.
 type tally struct {
 	mu       sync.Mutex
