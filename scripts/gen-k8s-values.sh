@@ -6,6 +6,7 @@
 # Kubernetes e2e test fails when the file is out of date.
 # Usage: scripts/gen-k8s-values.sh [output file]   (default demo/k8s/values.yaml)
 set -euo pipefail
+export LC_ALL=C # file order independent of the locale
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/demo/k8s/values.yaml}
@@ -23,7 +24,8 @@ plugin() {
       source:
 EOF
 	local f
-	for f in "$root/$dir/.traefik.yml" $(cd "$root/$dir" && LC_ALL=C ls -1 -- *.go | grep -v '_test\.go$' | sed "s#^#$root/$dir/#"); do
+	for f in "$root/$dir/.traefik.yml" "$root/$dir"/*.go; do
+		case $f in *_test.go) continue ;; esac
 		echo "        $(basename "$f"): |"
 		# Indent every line but leave empty lines empty (no trailing spaces).
 		sed -e 's/^\(.\)/          \1/' "$f"
