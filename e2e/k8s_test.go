@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -18,9 +20,11 @@ import (
 	"testing"
 	"time"
 
+	traefikplugins "github.com/traefik/traefik/v3/pkg/plugins"
+	"gopkg.in/yaml.v3"
+
 	"github.com/graylane/graylane/e2e/harness"
 	"github.com/graylane/graylane/e2e/kube"
-	"gopkg.in/yaml.v3"
 )
 
 // The demo manifests' in-cluster URL of the canary Service, which the test replaces with the
@@ -339,6 +343,85 @@ func chartLocalPlugins(t *testing.T) map[string]chartLocalPlugin {
 		t.Fatalf("demo/k8s/values.yaml: %v", err)
 	}
 	return values.Experimental.LocalPlugins
+}
+
+// TestKubernetesInlinePluginLayout loads the plugins with Traefik's own loader from a
+// plugins-local tree laid out the way the Helm chart mounts the inline-plugin ConfigMaps:
+// only the <module> directories, holding the source files of values.yaml as the kubelet
+// writes a ConfigMap volume (each file a symlink into ..data, itself a symlink to a
+// timestamped directory); no repository root, no go.mod. Then it builds the demo's
+// Middlewares (middlewares.yaml) through Traefik's plugin builder, their configuration
+// decoded as the kubernetesCRD provider does (through JSON).
+func TestKubernetesInlinePluginLayout(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir) // Traefik reads local plugins from ./plugins-local, like / in the container
+	descs := map[string]traefikplugins.LocalDescriptor{}
+	for alias, p := range chartLocalPlugins(t) {
+		writeConfigMapVolume(t, filepath.Join(dir, filepath.FromSlash(strings.TrimPrefix(p.MountPath, "/"))), p.Source)
+		descs[alias] = traefikplugins.LocalDescriptor{ModuleName: p.ModuleName}
+	}
+	if err := traefikplugins.SetupLocalPlugins(descs); err != nil {
+		t.Fatalf("Traefik's local plugin manifest checks: %v", err)
+	}
+	start := time.Now()
+	builder, err := traefikplugins.NewBuilder(nil, nil, descs)
+	if err != nil {
+		t.Fatalf("Traefik's loader cannot load the inline plugins: %v", err)
+	}
+	t.Logf("Yaegi loaded %d plugins from the ConfigMap layout in %v", len(descs), time.Since(start).Round(time.Millisecond))
+
+	objs, err := kube.Decode(demoFile(t, "middlewares.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	built := 0
+	for _, obj := range objs {
+		if obj.GetKind() != "Middleware" {
+			continue
+		}
+		plugin, _ := obj.Object["spec"].(map[string]any)["plugin"].(map[string]any)
+		raw, err := json.Marshal(plugin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var confs map[string]map[string]any
+		if err := json.Unmarshal(raw, &confs); err != nil {
+			t.Fatal(err)
+		}
+		for alias, conf := range confs {
+			construct, err := builder.Build(alias, conf, obj.GetName()+"@kubernetescrd")
+			if err == nil {
+				_, err = construct(context.Background(), http.NotFoundHandler())
+			}
+			if err != nil {
+				t.Errorf("Middleware %s, plugin %s: %v", obj.GetName(), alias, err)
+			}
+			built++
+		}
+	}
+	if built != 2 {
+		t.Errorf("built %d plugin middlewares from middlewares.yaml, want 2", built)
+	}
+}
+
+// writeConfigMapVolume lays files out in dir as the kubelet writes a ConfigMap volume.
+func writeConfigMapVolume(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	const data = "..2026_01_01_00_00_00.000000001"
+	if err := os.MkdirAll(filepath.Join(dir, data), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(data, filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, data, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func demoFile(t *testing.T, name string) string {
