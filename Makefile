@@ -58,6 +58,9 @@ e2e:
 traefik:
 	./scripts/build-traefik.sh
 
+kube:
+	./scripts/build-kube.sh
+
 bench:
 	./scripts/bench.sh
 
