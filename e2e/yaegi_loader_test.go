@@ -507,6 +507,18 @@ rules:
 			},
 		},
 		{
+			name: "headers condition alone",
+			config: `
+rules:
+  - {name: region, lane: canary, headers: {X-Region: cn-east}}
+  - {name: any-tenant, lane: beta, headers: {x-tenant: "*"}}`,
+			requests: []request{
+				{headers: map[string]string{"X-Region": "cn-east"}, want: "next lane=canary"},
+				{headers: map[string]string{"X-Region": "cn-west"}, want: "next lane="},
+				{headers: map[string]string{"X-Tenant": "acme"}, want: "next lane=beta"},
+			},
+		},
+		{
 			name: "methods, headers, cookies, query, sourceIPs are ANDed",
 			config: `
 rules:
