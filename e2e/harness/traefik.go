@@ -381,7 +381,7 @@ func (t *Traefik) GetRouter(tb testing.TB, name string) (r Router, ok bool) {
 	if !strings.Contains(name, "@") {
 		name += "@file"
 	}
-	resp, err := http.Get(t.APIURL + "/api/http/routers/" + name)
+	resp, err := Client.Get(t.APIURL + "/api/http/routers/" + name)
 	if err != nil {
 		tb.Fatalf("harness: traefik API: %v", err)
 	}
