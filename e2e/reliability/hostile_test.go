@@ -56,6 +56,7 @@ http:
     gray-dispatch:
       plugin:
         graylane-dispatch:
+          timeouts: { idle: 1s }
           lanes:
             canary: { servers: [{ url: %[2]q }] }
             blue:   { servers: [{ url: %[3]q }] }
@@ -210,7 +211,12 @@ func TestHostileInput(t *testing.T) {
 		total = 50_000
 	}
 	stable, canary, blue := harness.StartBackend(t, "stable"), harness.StartBackend(t, "canary"), harness.StartBackend(t, "blue")
-	tr := harness.StartTraefik(t, harness.TraefikOptions{Dynamic: hostileDynamic(stable.URL, canary.URL, blue.URL)})
+	tr := harness.StartTraefik(t, harness.TraefikOptions{
+		Dynamic: hostileDynamic(stable.URL, canary.URL, blue.URL),
+		// Idle upstream connections close after 1s, so that the goroutine count can
+		// return to its level before the load (see below).
+		ExtraStatic: "serversTransport: { forwardingTimeouts: { idleConnTimeout: 1s } }",
+	})
 	tr.WaitRouter(t, "hostile", 60*time.Second)
 	tr.WaitRouter(t, "trusted", 60*time.Second)
 
@@ -291,6 +297,7 @@ func TestHostileInput(t *testing.T) {
 	for {
 		now := metrics(t, tr)["go_goroutines"]
 		if now <= idle+goroutineNoise {
+			t.Logf("traefik goroutines: %.0f before the load, %.0f after it", idle, now)
 			break
 		}
 		if time.Now().After(deadline) {
