@@ -26,8 +26,8 @@ const maxAgeLimit = math.MaxInt32
 // anonymousIDLen is the length of an anonymous ID: 16 random bytes in lower-case hex.
 const anonymousIDLen = 32
 
-// anonymousKey is the compiled Anonymous and StickyCookie configuration.
-type anonymousKey struct {
+// anonymousPolicy is the compiled Anonymous and StickyCookie configuration.
+type anonymousPolicy struct {
 	mode       string // anonymousCookie, anonymousIP, anonymousRandom or anonymousNone
 	cookieName string
 	attributes string // "; Path=/; Max-Age=…" and so on, appended to "name=id" in Set-Cookie
@@ -54,10 +54,10 @@ func (c StickyCookie) withDefaults(def StickyCookie) StickyCookie {
 	return c
 }
 
-// newAnonymousKey compiles the anonymous mode and the sticky cookie, which is checked whatever
+// newAnonymousPolicy compiles the anonymous mode and the sticky cookie, which is checked whatever
 // the mode so that a mistake shows at once.
-func newAnonymousKey(mode string, c StickyCookie) (anonymousKey, error) {
-	k := anonymousKey{mode: strings.ToLower(mode), cookieName: c.Name}
+func newAnonymousPolicy(mode string, c StickyCookie) (anonymousPolicy, error) {
+	k := anonymousPolicy{mode: strings.ToLower(mode), cookieName: c.Name}
 	switch k.mode {
 	case anonymousCookie, anonymousIP, anonymousRandom, anonymousNone:
 	default:
@@ -124,10 +124,10 @@ func parseMaxAge(s string) (int64, error) {
 	return int64(d / time.Second), nil
 }
 
-// key returns the percentage key of a request with no identity. In cookie mode it reuses the
+// anonymousKeyFor returns the percentage key of a request with no identity. In cookie mode it reuses the
 // request's valid sticky cookie, or issues a new random ID on the response; ok is false in
 // random and none modes, and when there is no key to be had.
-func (k *anonymousKey) key(rw http.ResponseWriter, req *http.Request) (string, bool) {
+func anonymousKeyFor(k *anonymousPolicy, rw http.ResponseWriter, req *http.Request) (string, bool) {
 	switch k.mode {
 	case anonymousCookie:
 		if id, ok := cookieValue(req.Header, k.cookieName); ok && validAnonymousID(id) {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 )
 
@@ -44,9 +43,9 @@ func newIdentitySource(id Identity) identitySource {
 	return s
 }
 
-// lookup returns the user ID of req, or "" when it has none. A source whose value is empty or
+// lookupIdentity returns the user ID of req, or "" when it has none. A source whose value is empty or
 // longer than maxIDLen bytes is skipped.
-func (s *identitySource) lookup(req *http.Request) string {
+func lookupIdentity(s *identitySource, req *http.Request) string {
 	if s.header != "" {
 		if v := headerValue(req.Header, s.header); validID(v) {
 			return v
@@ -73,101 +72,6 @@ func (s *identitySource) lookup(req *http.Request) string {
 // validID reports whether v can serve as a user ID.
 func validID(v string) bool {
 	return v != "" && len(v) <= maxIDLen
-}
-
-// headerValue returns the first value of the header with canonical key key.
-func headerValue(h http.Header, key string) string {
-	return firstOf(h[key])
-}
-
-// cookieValue returns the value of the first valid cookie called name in the Cookie headers,
-// parsed like net/http's Request.Cookie but without allocating.
-func cookieValue(h http.Header, name string) (string, bool) {
-	lines := h["Cookie"]
-	for i := 0; i < len(lines); i++ {
-		line := lines[i]
-		for line != "" {
-			part := line
-			if j := strings.IndexByte(line, ';'); j >= 0 {
-				part, line = line[:j], line[j+1:]
-			} else {
-				line = ""
-			}
-			part = trimOWS(part)
-			if part == "" {
-				continue
-			}
-			key, value := part, ""
-			if j := strings.IndexByte(part, '='); j >= 0 {
-				key, value = part[:j], part[j+1:]
-			}
-			if trimOWS(key) != name {
-				continue
-			}
-			if v, ok := cookieText(value); ok {
-				return v, true
-			}
-		}
-	}
-	return "", false
-}
-
-// cookieText unquotes a cookie value and checks its characters, as net/http does.
-func cookieText(v string) (string, bool) {
-	if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
-		v = v[1 : len(v)-1]
-	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if c < 0x20 || c >= 0x7f || c == '"' || c == ';' || c == '\\' {
-			return "", false
-		}
-	}
-	return v, true
-}
-
-// trimOWS trims the ASCII white space around s, like textproto.TrimString.
-func trimOWS(s string) string {
-	for s != "" && isSpace(s[0]) {
-		s = s[1:]
-	}
-	for s != "" && isSpace(s[len(s)-1]) {
-		s = s[:len(s)-1]
-	}
-	return s
-}
-
-// isSpace reports whether c is ASCII white space.
-func isSpace(c byte) bool {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r'
-}
-
-// queryValue returns the first value of the query parameter name in rawQuery, parsed like
-// url.ParseQuery (pairs holding ';' or a bad escape are skipped) but allocating only to unescape.
-func queryValue(rawQuery, name string) (string, bool) {
-	for rawQuery != "" {
-		pair := rawQuery
-		if j := strings.IndexByte(rawQuery, '&'); j >= 0 {
-			pair, rawQuery = rawQuery[:j], rawQuery[j+1:]
-		} else {
-			rawQuery = ""
-		}
-		if pair == "" || strings.IndexByte(pair, ';') >= 0 {
-			continue
-		}
-		key, value := pair, ""
-		if j := strings.IndexByte(pair, '='); j >= 0 {
-			key, value = pair[:j], pair[j+1:]
-		}
-		key, err := url.QueryUnescape(key)
-		if err != nil || key != name {
-			continue
-		}
-		if value, err = url.QueryUnescape(value); err == nil {
-			return value, true
-		}
-	}
-	return "", false
 }
 
 // jwtClaim returns the claim called name from the payload of the Bearer token in authorization,

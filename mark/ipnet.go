@@ -49,8 +49,8 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// contains reports whether ip is in one of the networks.
-func (s ipSet) contains(ip netip.Addr) bool {
+// inIPSet reports whether ip is in one of the networks of s.
+func inIPSet(s ipSet, ip netip.Addr) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i].Contains(ip) {
 			return true

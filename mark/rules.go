@@ -3,12 +3,10 @@ package mark
 import (
 	"errors"
 	"fmt"
-	"math/rand"
 	"net/http"
 	"regexp"
 	"sort"
 	"strings"
-	"time"
 )
 
 // rule is a compiled Rule. A condition whose field is empty is not checked.
@@ -18,23 +16,25 @@ type rule struct {
 	users     map[string]struct{}
 	path      pathMatch
 	methods   []string
-	headers   []pair // canonical header keys
-	cookies   []pair
-	query     []pair
+	pairs     []pair // headers (by canonical key), then query parameters, then cookies
 	sourceIPs ipSet
 	versions  constraint
 	window    window
+	timed     bool       // window bounds the time
 	percent   bool       // a percentage condition is set (by percent or ramp)
 	threshold uint64     // buckets out of 10000 that match, without ramp
 	ramp      []rampStep // replaces threshold when set
 	salt      string     // salt + ":"
 }
 
-// pair is a name that must be present with value, or with any value when present is set.
+// pair is a named request field that must be present with value, or with any value when
+// present is set. slot is the field's slot in the handler's fieldTable, or -1.
 type pair struct {
+	kind    int
 	name    string
 	value   string
 	present bool
+	slot    int
 }
 
 // Kinds of path conditions.
@@ -54,77 +54,9 @@ type pathMatch struct {
 	re    *regexp.Regexp
 }
 
-// decision holds what one request's rule evaluation has looked up so far, so that each fact is
-// read at most once per request, and only when a rule needs it.
-type decision struct {
-	handler       *handler
-	rw            http.ResponseWriter
-	req           *http.Request
-	identity      string
-	identityDone  bool
-	version       version
-	versionOK     bool
-	versionDone   bool
-	anonymous     string
-	anonymousOK   bool
-	anonymousDone bool
-	now           time.Time
-}
-
-// userID returns the request's user ID, or "".
-func (d *decision) userID() string {
-	if !d.identityDone {
-		d.identity = d.handler.identity.lookup(d.req)
-		d.identityDone = true
-	}
-	return d.identity
-}
-
-// clientVersion returns the request's version; ok is false when it has none that parses.
-func (d *decision) clientVersion() (*version, bool) {
-	if !d.versionDone {
-		d.version, d.versionOK = d.handler.version.lookup(d.req)
-		d.versionDone = true
-	}
-	return &d.version, d.versionOK
-}
-
-// anonymousKey returns the percentage key of a request with no identity. It is looked up, and a
-// sticky cookie issued, at most once per request.
-func (d *decision) anonymousKey() (string, bool) {
-	if !d.anonymousDone {
-		d.anonymous, d.anonymousOK = d.handler.anonymous.key(d.rw, d.req)
-		d.anonymousDone = true
-	}
-	return d.anonymous, d.anonymousOK
-}
-
-// clock returns the time the request's rules are evaluated at, read once per request.
-func (d *decision) clock() time.Time {
-	if d.now.IsZero() {
-		d.now = time.Now()
-	}
-	return d.now
-}
-
-// inBucket reports whether the request falls in the first threshold buckets of salt: by its
-// identity, else by its anonymous key, else (anonymous "random") by a fresh draw.
-func (d *decision) inBucket(salt string, threshold uint64) bool {
-	if threshold == 0 {
-		return false
-	}
-	if id := d.userID(); id != "" {
-		return bucket(salt, id) < threshold
-	}
-	if d.handler.anonymous.mode == anonymousRandom {
-		return uint64(rand.Int63n(bucketCount)) < threshold
-	}
-	key, ok := d.anonymousKey()
-	return ok && bucket(salt, key) < threshold
-}
-
 // build compiles cfg into r; at is the rule's field path for errors, such as "rules[2]".
-func (r *rule) build(at string, cfg *Rule) error {
+// Fields the rule reads by name are numbered in fields.
+func (r *rule) build(at string, cfg *Rule, fields *fieldTable) error {
 	if cfg.Name == "" {
 		return fmt.Errorf("%s.name: must not be empty", at)
 	}
@@ -154,15 +86,20 @@ func (r *rule) build(at string, cfg *Rule) error {
 		}
 		r.methods = append(r.methods, strings.ToUpper(cfg.Methods[i]))
 	}
-	if r.headers, err = newPairs(cfg.Headers, true); err != nil {
+	headers, err := newPairs(fromHeader, cfg.Headers, fields)
+	if err != nil {
 		return fmt.Errorf("%s.headers%w", at, err)
 	}
-	if r.cookies, err = newPairs(cfg.Cookies, false); err != nil {
-		return fmt.Errorf("%s.cookies%w", at, err)
-	}
-	if r.query, err = newPairs(cfg.Query, false); err != nil {
+	query, err := newPairs(fromQuery, cfg.Query, fields)
+	if err != nil {
 		return fmt.Errorf("%s.query%w", at, err)
 	}
+	cookies, err := newPairs(fromCookie, cfg.Cookies, fields)
+	if err != nil {
+		return fmt.Errorf("%s.cookies%w", at, err)
+	}
+	r.pairs = append(headers, query...)
+	r.pairs = append(r.pairs, cookies...)
 	if r.sourceIPs, err = parseIPSet(at+".sourceIPs", cfg.SourceIPs); err != nil {
 		return err
 	}
@@ -174,6 +111,7 @@ func (r *rule) build(at string, cfg *Rule) error {
 	if r.window, err = newWindow(at, cfg); err != nil {
 		return err
 	}
+	r.timed = !r.window.from.IsZero() || !r.window.until.IsZero()
 	if err := r.buildPercent(at, cfg); err != nil {
 		return err
 	}
@@ -205,9 +143,8 @@ func (r *rule) buildPercent(at string, cfg *Rule) error {
 
 // hasCondition reports whether r checks anything at all.
 func (r *rule) hasCondition() bool {
-	return r.users != nil || r.path.kind != pathAny || len(r.methods) > 0 || len(r.headers) > 0 ||
-		len(r.cookies) > 0 || len(r.query) > 0 || len(r.sourceIPs) > 0 || r.versions != nil ||
-		r.window.set() || r.percent
+	return r.users != nil || r.path.kind != pathAny || len(r.methods) > 0 || len(r.pairs) > 0 ||
+		len(r.sourceIPs) > 0 || r.versions != nil || r.timed || r.percent
 }
 
 // isControl reports whether c is an ASCII control character, which a header value cannot hold.
@@ -250,9 +187,9 @@ func newPathMatch(cfg PathMatch) (pathMatch, error) {
 	return m, nil
 }
 
-// newPairs compiles a name → value condition map, sorted by name so errors are deterministic.
-// Header names are checked and canonicalised when headers is set.
-func newPairs(m map[string]string, headers bool) ([]pair, error) {
+// newPairs compiles a name → value condition map on fields of kind, sorted by name so that errors
+// are deterministic. Header names are checked and canonicalised; cookie names are checked.
+func newPairs(kind int, m map[string]string, fields *fieldTable) ([]pair, error) {
 	if len(m) == 0 {
 		return nil, nil
 	}
@@ -267,77 +204,74 @@ func newPairs(m map[string]string, headers bool) ([]pair, error) {
 		switch {
 		case name == "":
 			return nil, errors.New(`[""]: empty name`)
-		case headers && !isToken(name):
+		case kind == fromHeader && !isToken(name):
 			return nil, fmt.Errorf("[%q]: not a valid header name", name)
-		case headers:
+		case kind == fromCookie && !isToken(name):
+			return nil, fmt.Errorf("[%q]: not a valid cookie name", name)
+		case kind == fromHeader:
 			name = http.CanonicalHeaderKey(name)
 		}
-		pairs[i] = pair{name: name, value: value, present: value == "*"}
+		pairs[i] = pair{kind: kind, name: name, value: value, present: value == "*", slot: fields.slot(kind, name)}
 	}
 	return pairs, nil
 }
 
-// match reports whether every condition of r holds for the request of d. Cheap conditions go first.
-func (r *rule) match(d *decision) bool {
+// matchRule reports whether every condition of r holds for the request of d. Cheap conditions go
+// first.
+func matchRule(r *rule, d *decision) bool {
 	req := d.req
-	if r.window.set() && !r.window.contains(d.clock()) {
+	if r.timed && !inWindow(&r.window, clock(d)) {
 		return false
 	}
 	if len(r.methods) > 0 && !containsString(r.methods, req.Method) {
 		return false
 	}
-	if !r.path.match(req.URL.Path) {
+	if r.path.kind != pathAny && !matchPath(&r.path, req.URL.Path) {
 		return false
 	}
-	for i := 0; i < len(r.headers); i++ {
-		values, ok := req.Header[r.headers[i].name]
-		if !ok || !r.headers[i].accepts(firstOf(values)) {
-			return false
-		}
-	}
-	for i := 0; i < len(r.query); i++ {
-		if v, ok := queryValue(req.URL.RawQuery, r.query[i].name); !ok || !r.query[i].accepts(v) {
-			return false
-		}
-	}
-	for i := 0; i < len(r.cookies); i++ {
-		if v, ok := cookieValue(req.Header, r.cookies[i].name); !ok || !r.cookies[i].accepts(v) {
-			return false
-		}
+	if r.pairs != nil && !allAccept(r.pairs, d) {
+		return false
 	}
 	if len(r.sourceIPs) > 0 {
 		ip, ok := peerIP(req)
-		if !ok || !r.sourceIPs.contains(ip) {
+		if !ok || !inIPSet(r.sourceIPs, ip) {
 			return false
 		}
 	}
 	if r.users != nil {
-		if _, ok := r.users[d.userID()]; !ok {
+		if _, ok := r.users[userID(d)]; !ok {
 			return false
 		}
 	}
 	if r.versions != nil {
-		if v, ok := d.clientVersion(); !ok || !r.versions.matches(v) {
+		if v, ok := clientVersion(d); !ok || !matchConstraint(r.versions, v) {
 			return false
 		}
 	}
 	if r.percent {
 		threshold := r.threshold
 		if len(r.ramp) > 0 {
-			threshold = rampThreshold(r.ramp, d.clock())
+			threshold = rampThreshold(r.ramp, clock(d))
 		}
-		return d.inBucket(r.salt, threshold)
+		return inBucket(d, r.salt, threshold)
 	}
 	return true
 }
 
-// accepts reports whether the value v of a present name satisfies p.
-func (p *pair) accepts(v string) bool {
-	return p.present || v == p.value
+// allAccept reports whether the request of d satisfies every pair.
+func allAccept(pairs []pair, d *decision) bool {
+	for i := 0; i < len(pairs); i++ {
+		p := &pairs[i]
+		v, ok := fieldValue(d, p)
+		if !ok || !p.present && v != p.value {
+			return false
+		}
+	}
+	return true
 }
 
-// match reports whether path satisfies m.
-func (m *pathMatch) match(path string) bool {
+// matchPath reports whether path satisfies m.
+func matchPath(m *pathMatch, path string) bool {
 	switch m.kind {
 	case pathPrefix:
 		return strings.HasPrefix(path, m.value)
@@ -354,14 +288,6 @@ func (m *pathMatch) match(path string) bool {
 		return m.re.MatchString(path)
 	}
 	return true
-}
-
-// firstOf returns the first of values, or "".
-func firstOf(values []string) string {
-	if len(values) > 0 {
-		return values[0]
-	}
-	return ""
 }
 
 // containsString reports whether list holds s.

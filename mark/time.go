@@ -40,13 +40,8 @@ func newWindow(at string, cfg *Rule) (window, error) {
 	return w, nil
 }
 
-// set reports whether w bounds the time at all.
-func (w *window) set() bool {
-	return !w.from.IsZero() || !w.until.IsZero()
-}
-
-// contains reports whether now is in [from, until).
-func (w *window) contains(now time.Time) bool {
+// inWindow reports whether now is in [from, until).
+func inWindow(w *window, now time.Time) bool {
 	return (w.from.IsZero() || !now.Before(w.from)) && (w.until.IsZero() || now.Before(w.until))
 }
 

@@ -370,8 +370,8 @@ func bump(v version, parts int) *version {
 	return nil
 }
 
-// matches reports whether v satisfies c.
-func (c constraint) matches(v *version) bool {
+// matchConstraint reports whether v satisfies c.
+func matchConstraint(c constraint, v *version) bool {
 	for i := 0; i < len(c); i++ {
 		if allMatch(c[i], v) {
 			return true
@@ -383,15 +383,15 @@ func (c constraint) matches(v *version) bool {
 // allMatch reports whether v satisfies every term.
 func allMatch(terms []term, v *version) bool {
 	for i := 0; i < len(terms); i++ {
-		if !terms[i].matches(v) {
+		if !matchTerm(&terms[i], v) {
 			return false
 		}
 	}
 	return true
 }
 
-// matches reports whether v satisfies t.
-func (t *term) matches(v *version) bool {
+// matchTerm reports whether v satisfies t.
+func matchTerm(t *term, v *version) bool {
 	switch t.op {
 	case opAny:
 		return true
@@ -438,9 +438,9 @@ func newVersionSource(v VersionSource) versionSource {
 	return s
 }
 
-// lookup returns the version of req: the first non-empty value of the header, then the query
+// lookupVersion returns the version of req: the first non-empty value of the header, then the query
 // parameter. ok is false when there is none or it does not parse.
-func (s *versionSource) lookup(req *http.Request) (version, bool) {
+func lookupVersion(s *versionSource, req *http.Request) (version, bool) {
 	text := ""
 	if s.header != "" {
 		text = headerValue(req.Header, s.header)

@@ -1,0 +1,162 @@
+package mark_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/graylane/graylane/mark"
+)
+
+// anonymousConfig returns a configuration whose "half" rule puts half of the keys in lane canary,
+// after a "beta" rule on the path /beta.
+func anonymousConfig(anonymous string) *mark.Config {
+	half := 50.0
+	cfg := config(
+		mark.Rule{Name: "beta", Lane: "beta", Path: mark.PathMatch{Prefix: "/beta"}},
+		mark.Rule{Name: "half", Lane: "canary", Percent: &half, Path: mark.PathMatch{Prefix: "/app"}},
+		mark.Rule{Name: "all", Lane: "all", Percent: float(100), Path: mark.PathMatch{Prefix: "/app"}},
+	)
+	cfg.Identity.Header = "X-User-Id"
+	cfg.Anonymous = anonymous
+	return cfg
+}
+
+// stickyID returns the graylane_id cookie value that rec sets, or "".
+func stickyID(t *testing.T, rec http.Header) string {
+	t.Helper()
+	cookies := rec.Values("Set-Cookie")
+	if len(cookies) > 1 {
+		t.Fatalf("%d Set-Cookie headers: %q", len(cookies), cookies)
+	}
+	if len(cookies) == 0 {
+		return ""
+	}
+	value, _, _ := strings.Cut(strings.TrimPrefix(cookies[0], "graylane_id="), ";")
+	return value
+}
+
+func TestAnonymousCookie(t *testing.T) {
+	h := newMark(t, anonymousConfig(""))
+
+	// A first visit gets a new ID, once, even though two percent rules are evaluated.
+	first := serve(h, request{target: "/app"}.build())
+	id := stickyID(t, first.Header())
+	if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
+		t.Fatalf("sticky ID %q is not 32 hex digits", id)
+	}
+	want := "graylane_id=" + id + "; Path=/; Max-Age=2592000; HttpOnly; Secure; SameSite=Lax"
+	if got := first.Header().Get("Set-Cookie"); got != want {
+		t.Errorf("Set-Cookie %q, want %q", got, want)
+	}
+	lane := first.Header().Get(laneSeen)
+
+	// The same visitor, sending the cookie back, stays in the same lane and gets no new cookie.
+	for i := 0; i < 5; i++ {
+		rec := serve(h, request{target: "/app", headers: []string{"Cookie", "a=b; graylane_id=" + id}}.build())
+		if got := rec.Header().Get(laneSeen); got != lane {
+			t.Errorf("visit %d: lane %q, want %q", i, got, lane)
+		}
+		if c := rec.Header().Get("Set-Cookie"); c != "" {
+			t.Errorf("visit %d: cookie reissued: %q", i, c)
+		}
+	}
+
+	// Both lanes of the half rule are reached by anonymous visitors.
+	lanes := map[string]bool{}
+	for i := 0; i < 64 && len(lanes) < 2; i++ {
+		lanes[serve(h, request{target: "/app"}.build()).Header().Get(laneSeen)] = true
+	}
+	if !lanes["canary"] || !lanes["all"] {
+		t.Errorf("anonymous visitors reached lanes %v, want canary and all", lanes)
+	}
+}
+
+func TestAnonymousCookieIssue(t *testing.T) {
+	h := newMark(t, anonymousConfig("cookie"))
+	tests := []struct {
+		name  string
+		req   request
+		issue bool
+	}{
+		{name: "no percent rule evaluated", req: request{target: "/other"}, issue: false},
+		{name: "an earlier rule matched", req: request{target: "/beta"}, issue: false},
+		{name: "identity is the key", req: request{target: "/app", headers: []string{"X-User-Id", "u1"}}, issue: false},
+		{name: "percent rule evaluated", req: request{target: "/app"}, issue: true},
+		{name: "invalid sticky ID is replaced", req: request{target: "/app", headers: []string{"Cookie", "graylane_id=chosen-by-client"}}, issue: true},
+		{name: "upper-case ID is replaced", req: request{target: "/app", headers: []string{"Cookie", "graylane_id=0123456789ABCDEF0123456789ABCDEF"}}, issue: true},
+		{name: "valid sticky ID is reused", req: request{target: "/app", headers: []string{"Cookie", "graylane_id=0123456789abcdef0123456789abcdef"}}, issue: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := stickyID(t, serve(h, tt.req.build()).Header())
+			if (id != "") != tt.issue {
+				t.Errorf("issued %q, want issue %v", id, tt.issue)
+			}
+		})
+	}
+}
+
+func TestStickyCookieAttributes(t *testing.T) {
+	tests := []struct {
+		name   string
+		cookie mark.StickyCookie
+		want   string
+	}{
+		{name: "seconds, strict", cookie: mark.StickyCookie{Name: "gid", MaxAge: "3600", SameSite: "strict"},
+			want: "; Path=/; Max-Age=3600; HttpOnly; Secure; SameSite=Strict"},
+		{name: "session, no flags, default", cookie: mark.StickyCookie{MaxAge: "0", Secure: boolPtr(false), HTTPOnly: boolPtr(false), SameSite: "Default"},
+			want: "; Path=/"},
+		{name: "none", cookie: mark.StickyCookie{MaxAge: "90m", SameSite: "None"},
+			want: "; Path=/; Max-Age=5400; HttpOnly; Secure; SameSite=None"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := anonymousConfig("cookie")
+			cfg.StickyCookie = tt.cookie
+			c := serve(newMark(t, cfg), request{target: "/app"}.build()).Header().Get("Set-Cookie")
+			name := tt.cookie.Name
+			if name == "" {
+				name = "graylane_id"
+			}
+			if !strings.HasPrefix(c, name+"=") || !strings.HasSuffix(c, tt.want) || len(c) != len(name)+1+32+len(tt.want) {
+				t.Errorf("Set-Cookie %q, want %s=<id>%s", c, name, tt.want)
+			}
+		})
+	}
+}
+
+func TestAnonymousModes(t *testing.T) {
+	tests := []struct {
+		anonymous string
+		remote    string
+		want      []string // lanes that must all be seen over 64 requests
+	}{
+		{anonymous: "none", want: []string{"-"}},
+		{anonymous: "random", want: []string{"canary", "all"}},
+		{anonymous: "ip", remote: "192.0.2.1:1", want: []string{"all"}},    // bucket 7975 under salt "half"
+		{anonymous: "IP", remote: "192.0.2.2:1", want: []string{"canary"}}, // bucket 147
+		{anonymous: "ip", remote: "not-an-address", want: []string{"-"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.anonymous+tt.remote, func(t *testing.T) {
+			h := newMark(t, anonymousConfig(tt.anonymous))
+			seen := map[string]bool{}
+			for i := 0; i < 64; i++ {
+				rec := serve(h, request{target: "/app", remote: tt.remote}.build())
+				if c := rec.Header().Get("Set-Cookie"); c != "" {
+					t.Fatalf("cookie issued: %q", c)
+				}
+				seen[rec.Header().Get(laneSeen)] = true
+			}
+			for _, lane := range tt.want {
+				if !seen[lane] {
+					t.Errorf("lane %q never seen; saw %v", lane, seen)
+				}
+			}
+			if len(seen) != len(tt.want) {
+				t.Errorf("saw lanes %v, want only %v", seen, tt.want)
+			}
+		})
+	}
+}

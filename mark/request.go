@@ -1,0 +1,321 @@
+package mark
+
+import (
+	"math/rand"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Kinds of request values that rule conditions read by name.
+const (
+	fromHeader = iota
+	fromCookie
+	fromQuery
+)
+
+// maxSlots bounds the distinct named values (headers, cookies, query parameters) whose lookups
+// one request caches; the rules' further names, if any, are looked up each time they are read.
+const maxSlots = 32
+
+// field is a named request value: a header (by canonical key), a cookie or a query parameter.
+type field struct {
+	kind int
+	name string
+}
+
+// fieldTable numbers the distinct fields the rules read, so that a request looks each up once.
+type fieldTable []field
+
+// slot returns the slot number of a field, adding it to the table; -1 when the table is full.
+func (t *fieldTable) slot(kind int, name string) int {
+	for i := 0; i < len(*t); i++ {
+		if (*t)[i].kind == kind && (*t)[i].name == name {
+			return i
+		}
+	}
+	if len(*t) == maxSlots {
+		return -1
+	}
+	*t = append(*t, field{kind: kind, name: name})
+	return len(*t) - 1
+}
+
+// decision holds what one request's rule evaluation has looked up so far, so that each value is
+// read at most once per request, and only when a rule needs it. It lives on the stack.
+type decision struct {
+	handler       *handler
+	rw            http.ResponseWriter
+	req           *http.Request
+	values        [maxSlots]string
+	found         [maxSlots]bool
+	resolved      [maxSlots]bool
+	identity      string
+	identityDone  bool
+	version       version
+	versionOK     bool
+	versionDone   bool
+	anonymous     string
+	anonymousOK   bool
+	anonymousDone bool
+	now           time.Time
+}
+
+// fieldValue returns the value of the field of p and whether the request has that field at all.
+func fieldValue(d *decision, p *pair) (string, bool) {
+	if p.slot < 0 {
+		return lookup(d.req, p.kind, p.name)
+	}
+	if !d.resolved[p.slot] {
+		resolve(d, p.slot, p.kind, p.name)
+	}
+	return d.values[p.slot], d.found[p.slot]
+}
+
+// resolve looks up the field in slot. The cookies and query parameters are read in one pass that
+// fills every slot of their kind.
+func resolve(d *decision, slot, kind int, name string) {
+	switch kind {
+	case fromHeader:
+		values, ok := d.req.Header[name]
+		d.values[slot] = firstOf(values)
+		d.found[slot] = ok
+		d.resolved[slot] = true
+		return
+	case fromCookie:
+		scanCookies(d)
+	default:
+		scanQuery(d)
+	}
+	fields := d.handler.fields
+	for i := 0; i < len(fields); i++ {
+		if fields[i].kind == kind {
+			d.resolved[i] = true
+		}
+	}
+}
+
+// scanCookies fills the cookie slots from the request's Cookie headers.
+func scanCookies(d *decision) {
+	fields := d.handler.fields
+	lines := d.req.Header["Cookie"]
+	for i := 0; i < len(lines); i++ {
+		for line := lines[i]; line != ""; {
+			var name, value string
+			var ok bool
+			name, value, ok, line = cutCookie(line)
+			if ok {
+				fill(d, fields, fromCookie, name, value)
+			}
+		}
+	}
+}
+
+// scanQuery fills the query parameter slots from the request's URL.
+func scanQuery(d *decision) {
+	fields := d.handler.fields
+	for query := d.req.URL.RawQuery; query != ""; {
+		var key, raw string
+		var ok bool
+		key, raw, ok, query = cutQuery(query)
+		if !ok {
+			continue
+		}
+		for i := 0; i < len(fields); i++ {
+			if fields[i].kind == fromQuery && !d.found[i] && fields[i].name == key {
+				if value, err := url.QueryUnescape(raw); err == nil {
+					d.values[i] = value
+					d.found[i] = true
+				}
+			}
+		}
+	}
+}
+
+// fill stores value in the first-seen slot of the field of kind called name.
+func fill(d *decision, fields fieldTable, kind int, name, value string) {
+	for i := 0; i < len(fields); i++ {
+		if fields[i].kind == kind && !d.found[i] && fields[i].name == name {
+			d.values[i] = value
+			d.found[i] = true
+		}
+	}
+}
+
+// userID returns the request's user ID, or "".
+func userID(d *decision) string {
+	if !d.identityDone {
+		d.identity = lookupIdentity(&d.handler.identity, d.req)
+		d.identityDone = true
+	}
+	return d.identity
+}
+
+// clientVersion returns the request's version; ok is false when it has none that parses.
+func clientVersion(d *decision) (*version, bool) {
+	if !d.versionDone {
+		d.version, d.versionOK = lookupVersion(&d.handler.version, d.req)
+		d.versionDone = true
+	}
+	return &d.version, d.versionOK
+}
+
+// anonymousKey returns the percentage key of a request with no identity. It is looked up, and a
+// sticky cookie issued, at most once per request.
+func anonymousKey(d *decision) (string, bool) {
+	if !d.anonymousDone {
+		d.anonymous, d.anonymousOK = anonymousKeyFor(&d.handler.anonymous, d.rw, d.req)
+		d.anonymousDone = true
+	}
+	return d.anonymous, d.anonymousOK
+}
+
+// clock returns the time the request's rules are evaluated at, read once per request.
+func clock(d *decision) time.Time {
+	if d.now.IsZero() {
+		d.now = time.Now()
+	}
+	return d.now
+}
+
+// inBucket reports whether the request falls in the first threshold buckets of salt: by its
+// identity, else by its anonymous key, else (anonymous "random") by a fresh draw.
+func inBucket(d *decision, salt string, threshold uint64) bool {
+	if threshold == 0 {
+		return false
+	}
+	if id := userID(d); id != "" {
+		return bucket(salt, id) < threshold
+	}
+	if d.handler.anonymous.mode == anonymousRandom {
+		return uint64(rand.Int63n(bucketCount)) < threshold
+	}
+	key, ok := anonymousKey(d)
+	return ok && bucket(salt, key) < threshold
+}
+
+// lookup returns the value of a named request field, uncached.
+func lookup(req *http.Request, kind int, name string) (string, bool) {
+	switch kind {
+	case fromHeader:
+		values, ok := req.Header[name]
+		return firstOf(values), ok
+	case fromCookie:
+		return cookieValue(req.Header, name)
+	}
+	return queryValue(req.URL.RawQuery, name)
+}
+
+// headerValue returns the first value of the header with canonical key key.
+func headerValue(h http.Header, key string) string {
+	return firstOf(h[key])
+}
+
+// firstOf returns the first of values, or "".
+func firstOf(values []string) string {
+	if len(values) > 0 {
+		return values[0]
+	}
+	return ""
+}
+
+// cookieValue returns the value of the first valid cookie called name in the Cookie headers,
+// found like net/http's Request.Cookie finds it but without allocating.
+func cookieValue(h http.Header, name string) (string, bool) {
+	lines := h["Cookie"]
+	for i := 0; i < len(lines); i++ {
+		for line := lines[i]; line != ""; {
+			var key, value string
+			var ok bool
+			key, value, ok, line = cutCookie(line)
+			if ok && key == name {
+				return value, true
+			}
+		}
+	}
+	return "", false
+}
+
+// cutCookie cuts the first "name=value" pair off a Cookie header line and returns its name, its
+// value, whether it is a valid cookie (net/http skips the others) and the rest of the line.
+// (No named results here: Yaegi does not reset them between calls.)
+func cutCookie(line string) (string, string, bool, string) {
+	part, rest := line, ""
+	if j := strings.IndexByte(line, ';'); j >= 0 {
+		part, rest = line[:j], line[j+1:]
+	}
+	part = trimOWS(part)
+	name, value := part, ""
+	if j := strings.IndexByte(part, '='); j >= 0 {
+		name, value = part[:j], part[j+1:]
+	}
+	name = trimOWS(name)
+	value, ok := cookieText(value)
+	return name, value, ok && name != "", rest
+}
+
+// cookieText unquotes a cookie value and checks its characters, as net/http does.
+func cookieText(v string) (string, bool) {
+	if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = v[1 : len(v)-1]
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < 0x20 || c >= 0x7f || c == '"' || c == ';' || c == '\\' {
+			return "", false
+		}
+	}
+	return v, true
+}
+
+// trimOWS trims the ASCII white space around s, like textproto.TrimString.
+func trimOWS(s string) string {
+	for s != "" && isSpace(s[0]) {
+		s = s[1:]
+	}
+	for s != "" && isSpace(s[len(s)-1]) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// isSpace reports whether c is ASCII white space.
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r'
+}
+
+// queryValue returns the first value of the query parameter name in rawQuery, found like
+// url.ParseQuery finds it but allocating only to unescape.
+func queryValue(rawQuery, name string) (string, bool) {
+	for rawQuery != "" {
+		var key, raw string
+		var ok bool
+		key, raw, ok, rawQuery = cutQuery(rawQuery)
+		if !ok || key != name {
+			continue
+		}
+		if value, err := url.QueryUnescape(raw); err == nil {
+			return value, true
+		}
+	}
+	return "", false
+}
+
+// cutQuery cuts the first "key=value" pair off a raw query and returns its unescaped key, its raw
+// value, whether url.ParseQuery would keep it (not empty, no ';', key well escaped) and the rest.
+func cutQuery(query string) (string, string, bool, string) {
+	pair, rest := query, ""
+	if j := strings.IndexByte(query, '&'); j >= 0 {
+		pair, rest = query[:j], query[j+1:]
+	}
+	if pair == "" || strings.IndexByte(pair, ';') >= 0 {
+		return "", "", false, rest
+	}
+	key, raw := pair, ""
+	if j := strings.IndexByte(pair, '='); j >= 0 {
+		key, raw = pair[:j], pair[j+1:]
+	}
+	key, err := url.QueryUnescape(key)
+	return key, raw, err == nil, rest
+}
