@@ -149,7 +149,15 @@ func serve(h http.Handler, r request) *httptest.ResponseRecorder {
 
 func check(t *testing.T, h http.Handler, i int, r request) {
 	t.Helper()
-	rec := serve(h, r)
+	// An interpreted handler that loops forever must fail the test, not hang it.
+	done := make(chan *httptest.ResponseRecorder, 1)
+	go func() { done <- serve(h, r) }()
+	var rec *httptest.ResponseRecorder
+	select {
+	case rec = <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("request %d %s %v: no answer after 5s (the handler hangs)", i, r.target, r.headers)
+	}
 	body, _ := io.ReadAll(rec.Body)
 	if r.wantStatus != 0 && rec.Code != r.wantStatus {
 		t.Errorf("request %d %s %v: status %d, want %d (body %q)", i, r.target, r.headers, rec.Code, r.wantStatus, body)
@@ -430,6 +438,22 @@ rules:
 				{target: "/?uid=7", want: "next lane=canary"},
 				{target: "/?uid=7", headers: map[string]string{"X-User-Id": "8"}, want: "next lane="},
 				{target: "/?uid=8", headers: map[string]string{"Cookie": "uid=7"}, want: "next lane=canary"},
+			},
+		},
+		{
+			name: "several cookies in one header",
+			config: `
+identity: {cookie: uid}
+rules:
+  - {name: testers, lane: canary, users: ["7"]}
+  - {name: flagged, lane: beta, cookies: {beta: "1"}}`,
+			requests: []request{
+				{headers: map[string]string{"Cookie": "a=1; uid=7; b=2"}, want: "next lane=canary"},
+				{headers: map[string]string{"Cookie": "a=1; b=2; uid=7"}, want: "next lane=canary"},
+				{headers: map[string]string{"Cookie": "a=1; b=2"}, want: "next lane="},
+				{headers: map[string]string{"Cookie": "a=1;b=2;beta=1"}, want: "next lane=beta"},
+				{headers: map[string]string{"Cookie": "uid=8; beta=1; c"}, want: "next lane=beta"},
+				{headers: map[string]string{"Cookie": ";;; ; =;uid="}, want: "next lane="},
 			},
 		},
 		{
