@@ -2,6 +2,7 @@ package mark_test
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -104,5 +105,91 @@ func TestJWTClaim(t *testing.T) {
 				t.Errorf("identity %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// jwtSeeds are the seed payloads of FuzzJWTClaim, also run by TestJWTSeeds (Yaegi does not run
+// fuzz targets).
+var jwtSeeds = []string{`{"sub":"alice"}`, `{"sub":1001}`, `{"sub":null}`, `{"sub":"a","sub":"b"}`, `{`, ``, `[]`, `{"sub":"\u0000"}`, `{"sub":-0.5e-3}`}
+
+// checkJWT verifies that the identity read from a token with payload (and raw, appended to the
+// token) is what encoding/json finds as the sub claim, or none.
+func checkJWT(t testing.TB, payload, raw string) {
+	auth := bearer(payload) + raw
+	want := ""
+	var claims map[string]json.RawMessage
+	token := strings.TrimPrefix(auth, "Bearer ")
+	if strings.Count(token, ".") == 2 && len(token) <= 8<<10 && json.Unmarshal([]byte(payload), &claims) == nil {
+		var s string
+		switch c := claims["sub"]; {
+		case len(c) > 0 && c[0] == '"' && json.Unmarshal(c, &s) == nil:
+			want = s
+		case len(c) > 0 && (c[0] == '-' || c[0] >= '0' && c[0] <= '9'):
+			want = string(c)
+		}
+	}
+	if len(want) > 256 {
+		want = ""
+	}
+	cfg := config(mark.Rule{Name: "any", Lane: "some", Percent: float(100)})
+	cfg.Identity.JWTClaim = "sub"
+	cfg.Anonymous = "none"
+	if want != "" {
+		cfg.Rules = append([]mark.Rule{{Name: "user", Lane: "user", Users: []string{want}}}, cfg.Rules...)
+	}
+	got := laneOf(newMark(t, cfg), request{headers: []string{"Authorization", auth}})
+	if want == "" && got != "-" || want != "" && got != "user" {
+		t.Errorf("payload %q + %q: lane %q, want identity %q", payload, raw, got, want)
+	}
+}
+
+func FuzzJWTClaim(f *testing.F) {
+	for _, s := range jwtSeeds {
+		f.Add(s, "")
+	}
+	f.Add(`{"sub":"x"}`, ".extra")
+	f.Fuzz(func(t *testing.T, payload, raw string) {
+		if strings.ContainsAny(raw, "\r\n") {
+			return
+		}
+		checkJWT(t, payload, raw)
+	})
+}
+
+func TestJWTSeeds(t *testing.T) {
+	for _, s := range jwtSeeds {
+		checkJWT(t, s, "")
+	}
+	checkJWT(t, `{"sub":"x"}`, ".extra")
+}
+
+// cookieSeeds are the seed Cookie headers of FuzzCookieIdentity, also run by TestCookieSeeds.
+var cookieSeeds = []string{"uid=1", `uid="1"`, "a=b; uid=2", "uid=; uid=3", `uid="; uid=4`, "uid=a b", " uid = 5 ", "uid=\x7f; uid=6", `uid=\"`, "uid"}
+
+// checkCookie verifies that the identity read from the Cookie header is the value net/http's
+// Request.Cookie finds, or none when that is empty (then the query parameter is used).
+func checkCookie(t testing.TB, header string) {
+	req := request{target: "/?uid=fallback", headers: []string{"Cookie", header}}.build()
+	want := "fallback"
+	if c, err := req.Cookie("uid"); err == nil && c.Value != "" && len(c.Value) <= 256 {
+		want = c.Value
+	}
+	cfg := config(mark.Rule{Name: "user", Lane: "user", Users: []string{want}})
+	cfg.Identity = mark.Identity{Cookie: "uid", Query: "uid"}
+	if got := serve(newMark(t, cfg), req).Header().Get(laneSeen); got != "user" {
+		t.Errorf("Cookie %q: identity is not %q", header, want)
+	}
+}
+
+func FuzzCookieIdentity(f *testing.F) {
+	for _, s := range cookieSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, header string) { checkCookie(t, header) })
+}
+
+func TestCookieSeeds(t *testing.T) {
+	for _, s := range cookieSeeds {
+		checkCookie(t, s)
 	}
 }
