@@ -158,7 +158,7 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 // decide sets the lane header of req: the trusted incoming one, or the lane of the first matching
 // rule, or the default lane, or none.
 func decide(h *handler, rw http.ResponseWriter, req *http.Request) {
-	if keepIncoming(h, req) {
+	if h.incoming != incomingStrip && keepIncoming(h, req) {
 		return
 	}
 	delete(req.Header, h.header)
@@ -179,14 +179,11 @@ func decide(h *handler, rw http.ResponseWriter, req *http.Request) {
 	}
 }
 
-// keepIncoming reports whether the lane header sent with req is kept, in which case the rules are
-// skipped. A kept header is normalised to its lower-case lane; one that is not a valid lane is not
+// keepIncoming reports, for incoming keep or trustedIPs, whether the lane header sent with req is
+// kept, in which case the rules are skipped. A kept header is normalised to its lower-case lane; one that is not a valid lane is not
 // kept (the caller removes it and runs the rules).
 func keepIncoming(h *handler, req *http.Request) bool {
-	switch h.incoming {
-	case incomingStrip:
-		return false
-	case incomingTrusted:
+	if h.incoming == incomingTrusted {
 		ip, ok := peerIP(req)
 		if !ok || !inIPSet(h.trusted, ip) {
 			return false

@@ -20,12 +20,25 @@ type rule struct {
 	sourceIPs ipSet
 	versions  constraint
 	window    window
-	timed     bool       // window bounds the time
-	percent   bool       // a percentage condition is set (by percent or ramp)
 	threshold uint64     // buckets out of 10000 that match, without ramp
 	ramp      []rampStep // replaces threshold when set
 	salt      string     // salt + ":"
+	checks    []int      // the conditions set, in the order matchRule checks them
 }
+
+// Conditions a rule checks, cheapest first.
+const (
+	checkWindow = iota
+	checkMethods
+	checkPathPrefix
+	checkPathExact
+	checkPathPattern // contains or regex
+	checkPairs
+	checkSourceIPs
+	checkUsers
+	checkVersions
+	checkPercent
+)
 
 // pair is a named request field that must be present with value, or with any value when
 // present is set. slot is the field's slot in the handler's fieldTable, or -1.
@@ -111,11 +124,11 @@ func (r *rule) build(at string, cfg *Rule, fields *fieldTable) error {
 	if r.window, err = newWindow(at, cfg); err != nil {
 		return err
 	}
-	r.timed = !r.window.from.IsZero() || !r.window.until.IsZero()
 	if err := r.buildPercent(at, cfg); err != nil {
 		return err
 	}
-	if !r.hasCondition() {
+	r.checks = checksOf(r, cfg)
+	if len(r.checks) == 0 {
 		return fmt.Errorf("%s: no condition", at)
 	}
 	return nil
@@ -132,7 +145,6 @@ func (r *rule) buildPercent(at string, cfg *Rule) error {
 	if r.ramp, err = newRamp(at, cfg.Ramp); err != nil {
 		return err
 	}
-	r.percent = cfg.Percent != nil || len(r.ramp) > 0
 	r.salt = cfg.Salt
 	if r.salt == "" {
 		r.salt = cfg.Name
@@ -141,15 +153,41 @@ func (r *rule) buildPercent(at string, cfg *Rule) error {
 	return nil
 }
 
-// hasCondition reports whether r checks anything at all.
-func (r *rule) hasCondition() bool {
-	return r.users != nil || r.path.kind != pathAny || len(r.methods) > 0 || len(r.pairs) > 0 ||
-		len(r.sourceIPs) > 0 || r.versions != nil || r.timed || r.percent
-}
-
-// isControl reports whether c is an ASCII control character, which a header value cannot hold.
-func isControl(c rune) bool {
-	return c < 0x20 || c == 0x7f
+// checksOf lists the conditions r sets, in the order they are checked.
+func checksOf(r *rule, cfg *Rule) []int {
+	var checks []int
+	if !r.window.from.IsZero() || !r.window.until.IsZero() {
+		checks = append(checks, checkWindow)
+	}
+	if len(r.methods) > 0 {
+		checks = append(checks, checkMethods)
+	}
+	switch r.path.kind {
+	case pathPrefix:
+		checks = append(checks, checkPathPrefix)
+	case pathExact:
+		checks = append(checks, checkPathExact)
+	case pathContains:
+		checks = append(checks, checkPathPattern)
+	case pathRegex:
+		checks = append(checks, checkPathPattern)
+	}
+	if len(r.pairs) > 0 {
+		checks = append(checks, checkPairs)
+	}
+	if len(r.sourceIPs) > 0 {
+		checks = append(checks, checkSourceIPs)
+	}
+	if r.users != nil {
+		checks = append(checks, checkUsers)
+	}
+	if r.versions != nil {
+		checks = append(checks, checkVersions)
+	}
+	if cfg.Percent != nil || len(r.ramp) > 0 {
+		checks = append(checks, checkPercent)
+	}
+	return checks
 }
 
 // newPathMatch compiles a PathMatch; errors start with the subfield, as in ".regex: ...".
@@ -216,44 +254,42 @@ func newPairs(kind int, m map[string]string, fields *fieldTable) ([]pair, error)
 	return pairs, nil
 }
 
-// matchRule reports whether every condition of r holds for the request of d. Cheap conditions go
-// first.
+// matchRule reports whether every condition of r holds for the request of d. It is one loop and
+// one switch, because every call and field test costs under Yaegi.
 func matchRule(r *rule, d *decision) bool {
-	req := d.req
-	if r.timed && !inWindow(&r.window, clock(d)) {
-		return false
-	}
-	if len(r.methods) > 0 && !containsString(r.methods, req.Method) {
-		return false
-	}
-	if r.path.kind != pathAny && !matchPath(&r.path, req.URL.Path) {
-		return false
-	}
-	if r.pairs != nil && !allAccept(r.pairs, d) {
-		return false
-	}
-	if len(r.sourceIPs) > 0 {
-		ip, ok := peerIP(req)
-		if !ok || !inIPSet(r.sourceIPs, ip) {
+	for i := 0; i < len(r.checks); i++ {
+		ok := false
+		switch r.checks[i] {
+		case checkWindow:
+			ok = inWindow(&r.window, clock(d))
+		case checkMethods:
+			ok = containsString(r.methods, d.req.Method)
+		case checkPathPrefix:
+			ok = strings.HasPrefix(d.req.URL.Path, r.path.value)
+		case checkPathExact:
+			ok = d.req.URL.Path == r.path.value
+		case checkPathPattern:
+			ok = matchPathPattern(&r.path, d.req.URL.Path)
+		case checkPairs:
+			ok = allAccept(r.pairs, d)
+		case checkSourceIPs:
+			ip, found := peerIP(d.req)
+			ok = found && inIPSet(r.sourceIPs, ip)
+		case checkUsers:
+			_, ok = r.users[userID(d)]
+		case checkVersions:
+			v, found := clientVersion(d)
+			ok = found && matchConstraint(r.versions, v)
+		case checkPercent:
+			threshold := r.threshold
+			if len(r.ramp) > 0 {
+				threshold = rampThreshold(r.ramp, clock(d))
+			}
+			ok = inBucket(d, r.salt, threshold)
+		}
+		if !ok {
 			return false
 		}
-	}
-	if r.users != nil {
-		if _, ok := r.users[userID(d)]; !ok {
-			return false
-		}
-	}
-	if r.versions != nil {
-		if v, ok := clientVersion(d); !ok || !matchConstraint(r.versions, v) {
-			return false
-		}
-	}
-	if r.percent {
-		threshold := r.threshold
-		if len(r.ramp) > 0 {
-			threshold = rampThreshold(r.ramp, clock(d))
-		}
-		return inBucket(d, r.salt, threshold)
 	}
 	return true
 }
@@ -270,24 +306,17 @@ func allAccept(pairs []pair, d *decision) bool {
 	return true
 }
 
-// matchPath reports whether path satisfies m.
-func matchPath(m *pathMatch, path string) bool {
-	switch m.kind {
-	case pathPrefix:
-		return strings.HasPrefix(path, m.value)
-	case pathExact:
-		return path == m.value
-	case pathContains:
-		for i := 0; i < len(m.list); i++ {
-			if strings.Contains(path, m.list[i]) {
-				return true
-			}
-		}
-		return false
-	case pathRegex:
+// matchPathPattern reports whether path satisfies a contains or regex PathMatch.
+func matchPathPattern(m *pathMatch, path string) bool {
+	if m.kind == pathRegex {
 		return m.re.MatchString(path)
 	}
-	return true
+	for i := 0; i < len(m.list); i++ {
+		if strings.Contains(path, m.list[i]) {
+			return true
+		}
+	}
+	return false
 }
 
 // containsString reports whether list holds s.
@@ -298,4 +327,9 @@ func containsString(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// isControl reports whether c is an ASCII control character, which a header value cannot hold.
+func isControl(c rune) bool {
+	return c < 0x20 || c == 0x7f
 }
