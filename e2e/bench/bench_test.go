@@ -151,6 +151,7 @@ func TestBench(t *testing.T) {
 		Kernel:        strings.TrimSpace(readFile("/proc/sys/kernel/osrelease")),
 		GoVersion:     runtime.Version(),
 		Traefik:       traefikVersion(traefikBin),
+		Source:        sourceRevision(),
 		Tool:          tool.Version(),
 		Load:          loadShape(tool, duration),
 		Command:       envOr("BENCH_COMMAND", "make bench"),
@@ -426,6 +427,21 @@ func traefikVersion(bin string) string {
 		}
 	}
 	return "unknown"
+}
+
+// sourceRevision names the commit measured and whether the plugin source differed from it.
+func sourceRevision() string {
+	root := harness.RepoRoot()
+	rev, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown (not a git checkout)"
+	}
+	out := "commit " + strings.TrimSpace(string(rev))
+	dirty, _ := exec.Command("git", "-C", root, "status", "--porcelain", "--", "mark", "dispatch", "graylane.go").Output()
+	if len(strings.TrimSpace(string(dirty))) > 0 {
+		out += ", with uncommitted changes in the plugin source"
+	}
+	return out
 }
 
 func cpuModel() string {

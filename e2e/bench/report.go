@@ -71,6 +71,8 @@ type Report struct {
 	Kernel       string
 	GoVersion    string
 	Traefik      string
+	// Source is the graylane revision measured, e.g. "commit abc1234 with uncommitted changes in mark".
+	Source string
 	Tool         string
 	Load         string // the load command, without URL and headers
 	Command      string // how the report was produced
@@ -98,10 +100,11 @@ func (r *Report) Markdown() string {
 	w("## Setup\n\n")
 	w("- Date: %s\n", r.Date.UTC().Format("2006-01-02 15:04 MST"))
 	w("- Machine: %d CPUs (`nproc`), %s, Linux %s, %s\n", r.CPUs, r.CPUModel, r.Kernel, r.GoVersion)
+	w("- Source: %s\n", r.Source)
 	w("- Traefik: %s, built from source by `scripts/build-traefik.sh`; log level ERROR, no access log\n", r.Traefik)
 	w("- Load: %s, `%s`, keep-alive, %s per variant after a %s warm-up", r.Tool, r.Load, r.Duration, r.Warmup)
 	if r.Rounds > 1 {
-		w("; %d rounds, the median round is shown", r.Rounds)
+		w("; %d rounds, each variant shows its median round by requests/s (the faster middle one for an even count)", r.Rounds)
 	}
 	w("\n- Command: `%s`\n", r.Command)
 	w("- Everything runs on loopback and shares the same %d cores: the load generator (2 threads), Traefik "+
