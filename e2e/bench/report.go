@@ -65,14 +65,14 @@ func ComputeRatios(ms []Measurement, defs []RatioDef) []Ratio {
 
 // Report is everything BENCHMARKS.md shows.
 type Report struct {
-	Date         time.Time
-	CPUs         int
-	CPUModel     string
-	Kernel       string
-	GoVersion    string
-	Traefik      string
+	Date      time.Time
+	CPUs      int
+	CPUModel  string
+	Kernel    string
+	GoVersion string
+	Traefik   string
 	// Source is the graylane revision measured, e.g. "commit abc1234 with uncommitted changes in mark".
-	Source string
+	Source       string
 	Tool         string
 	Load         string // the load command, without URL and headers
 	Command      string // how the report was produced
