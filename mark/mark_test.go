@@ -66,7 +66,6 @@ func TestIncoming(t *testing.T) {
 func TestCustomHeaderAndSpoofing(t *testing.T) {
 	cfg := config(mark.Rule{Name: "beta", Lane: "canary", Path: mark.PathMatch{Prefix: "/beta"}})
 	cfg.Header = "x-lane"
-	h := newMark(t, cfg)
 	req := request{target: "/", headers: []string{"X-Lane", "canary", "x-lane", "canary2"}}.build()
 	var got []string
 	probe := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { got = r.Header["X-Lane"] })

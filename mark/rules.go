@@ -50,7 +50,7 @@ type pair struct {
 	slot    int
 }
 
-// Kinds of path conditions.
+// Kinds of path conditions; pathAny, the zero value, is no path condition.
 const (
 	pathAny = iota
 	pathPrefix
