@@ -101,6 +101,7 @@ func TestBench(t *testing.T) {
 	rs := bench.Realistic()
 	groups := benchGroups(rs, stable, lane)
 
+	loadBefore := loadAverage()
 	results := map[string][]bench.Result{}
 	labels := map[string]string{}
 	var order []string
@@ -152,6 +153,8 @@ func TestBench(t *testing.T) {
 		GoVersion:     runtime.Version(),
 		Traefik:       traefikVersion(traefikBin),
 		Source:        sourceRevision(),
+		LoadBefore:    loadBefore,
+		LoadAfter:     loadAverage(),
 		Tool:          tool.Version(),
 		Load:          loadShape(tool, duration),
 		Command:       envOr("BENCH_COMMAND", "make bench"),
@@ -442,6 +445,15 @@ func sourceRevision() string {
 		out += ", with uncommitted changes in the plugin source"
 	}
 	return out
+}
+
+// loadAverage returns the 1, 5 and 15 minute load averages of /proc/loadavg, or "".
+func loadAverage() string {
+	f := strings.Fields(readFile("/proc/loadavg"))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], ", ")
 }
 
 func cpuModel() string {

@@ -71,6 +71,9 @@ type Report struct {
 	Kernel    string
 	GoVersion string
 	Traefik   string
+	// LoadBefore and LoadAfter are /proc/loadavg at the start and the end of the load runs:
+	// anything above ~1 before the run means other work shared the machine.
+	LoadBefore, LoadAfter string
 	// Source is the graylane revision measured, e.g. "commit abc1234 with uncommitted changes in mark".
 	Source       string
 	Tool         string
@@ -101,6 +104,10 @@ func (r *Report) Markdown() string {
 	w("- Date: %s\n", r.Date.UTC().Format("2006-01-02 15:04 MST"))
 	w("- Machine: %d CPUs (`nproc`), %s, Linux %s, %s\n", r.CPUs, r.CPUModel, r.Kernel, r.GoVersion)
 	w("- Source: %s\n", r.Source)
+	if r.LoadBefore != "" {
+		w("- Machine load average (1, 5, 15 min) before the load runs: %s; after: %s — other work on the machine "+
+			"during the run shows here and makes every figure noisier\n", r.LoadBefore, r.LoadAfter)
+	}
 	w("- Traefik: %s, built from source by `scripts/build-traefik.sh`; log level ERROR, no access log\n", r.Traefik)
 	w("- Load: %s, `%s`, keep-alive, %s per variant after a %s warm-up", r.Tool, r.Load, r.Duration, r.Warmup)
 	if r.Rounds > 1 {
