@@ -195,7 +195,7 @@ func SVG(ratios []Ratio, subtitle string) string {
 		barMaxW = width - barX - 70
 		rowH    = 26
 		barH    = 16
-		top     = 64
+		top     = 76
 	)
 	scale := 1.2
 	for _, q := range ratios {
