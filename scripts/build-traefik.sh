@@ -9,12 +9,24 @@ version=$(cd "$root/e2e" && go list -m -f '{{.Version}}' github.com/traefik/trae
 cache=${GRAYLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/graylane}
 out="$cache/traefik-$version/traefik"
 
-if [ -x "$out" ] && "$out" version 2>/dev/null | grep -q "${version#v}"; then
+cached() {
+	# Not "traefik version | grep -q": grep quitting early makes traefik die of SIGPIPE, and
+	# pipefail then reports the cached binary as missing.
+	[ -x "$out" ] && [[ "$("$out" version 2>/dev/null)" == *"${version#v}"* ]]
+}
+if cached; then
 	echo "$out"
 	exit 0
 fi
 
+# One build at a time: a second caller waits for the first and then reuses its binary.
 mkdir -p "$(dirname "$out")"
+exec 9>"$cache/build-traefik.lock"
+flock 9
+if cached; then
+	echo "$out"
+	exit 0
+fi
 start=$(date +%s)
 echo "build-traefik: building Traefik $version from the Go module proxy into $out" >&2
 echo "build-traefik: the first build takes about 12 minutes on 2 cores; later runs reuse it" >&2
