@@ -18,36 +18,51 @@ func (d *discard) Header() http.Header         { return d.header }
 func (d *discard) Write(b []byte) (int, error) { return len(b), nil }
 func (d *discard) WriteHeader(int)             {}
 
-// benchConfig returns 100 rules: 99 that look at the path, method, headers, cookies, query,
-// source address and version, and a last one with 10,000 users.
+// benchUsersRules is the number of users rules in benchConfig; they share 10,000 users.
+const benchUsersRules = 15
+
+// benchConfig returns 100 rules, as a large gray-release configuration might have: 15 users
+// rules holding 10,000 users between them, path prefix and exact rules, header, cookie and query
+// value rules, two contains rules limited to POST, a regex rule, two version rules, and a last
+// 10 % rule. user-j is in users rule j mod 15; the last users rule is rules[96].
 func benchConfig() *mark.Config {
 	cfg := mark.CreateConfig()
 	cfg.Identity = mark.Identity{Header: "X-User-Id", Cookie: "uid"}
 	cfg.Version = mark.VersionSource{Header: "X-App-Version"}
+	var users [benchUsersRules][]string
+	for j := 0; j < 10000; j++ {
+		users[j%benchUsersRules] = append(users[j%benchUsersRules], "user-"+strconv.Itoa(j))
+	}
+	usersRules := 0
 	for i := 0; i < 99; i++ {
-		r := mark.Rule{Name: "rule-" + strconv.Itoa(i), Lane: "lane-" + strconv.Itoa(i%5)}
-		switch i % 6 {
-		case 0:
-			r.Path = mark.PathMatch{Prefix: "/r" + strconv.Itoa(i) + "/"}
-		case 1:
-			r.Path = mark.PathMatch{Contains: []string{"kw" + strconv.Itoa(i)}}
+		n := strconv.Itoa(i)
+		r := mark.Rule{Name: "rule-" + n, Lane: "lane-" + strconv.Itoa(i%5)}
+		switch {
+		case i == 10 || i == 50:
+			r.Path = mark.PathMatch{Contains: []string{"kw" + n}}
 			r.Methods = []string{"POST"}
-		case 2:
-			r.Headers = map[string]string{"X-Region": "region-" + strconv.Itoa(i)}
-		case 3:
-			r.Cookies = map[string]string{"beta": strconv.Itoa(i)}
-		case 4:
-			r.Query = map[string]string{"preview": strconv.Itoa(i)}
+		case i == 30:
+			r.Path = mark.PathMatch{Regex: "^/re" + n + "/[0-9]+$"}
+		case i == 70 || i == 90:
+			r.Versions = ">=" + n + ".0.0, <" + strconv.Itoa(i+1) + ".0.0"
+		case i%6 == 0:
+			r.Users = users[usersRules]
+			usersRules++
+		case i%6 == 1:
+			r.Path = mark.PathMatch{Prefix: "/r" + n + "/"}
+		case i%6 == 2:
+			r.Path = mark.PathMatch{Exact: "/e" + n}
+		case i%6 == 3:
+			r.Headers = map[string]string{"X-Region": "region-" + n}
+		case i%6 == 4:
+			r.Cookies = map[string]string{"beta": n}
 		default:
-			r.Versions = ">=" + strconv.Itoa(i) + ".0.0, <" + strconv.Itoa(i+1) + ".0.0"
+			r.Query = map[string]string{"preview": n}
 		}
 		cfg.Rules = append(cfg.Rules, r)
 	}
-	users := make([]string, 10000)
-	for i := 0; i < len(users); i++ {
-		users[i] = "user-" + strconv.Itoa(i)
-	}
-	cfg.Rules = append(cfg.Rules, mark.Rule{Name: "testers", Lane: "canary", Users: users})
+	ten := 10.0
+	cfg.Rules = append(cfg.Rules, mark.Rule{Name: "ten-percent", Lane: "canary", Percent: &ten})
 	return cfg
 }
 
@@ -69,7 +84,8 @@ func benchDecision(b *testing.B, req *http.Request, want string) {
 	}
 }
 
-// benchRequest returns a request that matches none of the first 99 rules of benchConfig.
+// benchRequest returns a request that matches none of the first 99 rules of benchConfig unless
+// user is in a users rule.
 func benchRequest(user string) *http.Request {
 	req := request{target: "/shop/items?page=2&preview=no", headers: []string{
 		"X-User-Id", user, "X-App-Version", "2.3.4-rc.1", "X-Region", "eu-west",
@@ -78,31 +94,21 @@ func benchRequest(user string) *http.Request {
 	return req
 }
 
+// The percentage buckets (salt "ten-percent") of the users in the benchmarks: visitor-1 is in
+// bucket 8411, outside the 10 % rule, and visitor-28 in bucket 443, inside it.
+
 func BenchmarkDecisionMiss(b *testing.B) {
-	benchDecision(b, benchRequest("someone-else"), "")
+	benchDecision(b, benchRequest("visitor-1"), "")
 }
 
-func BenchmarkDecisionHitLastRule(b *testing.B) {
-	benchDecision(b, benchRequest("user-9999"), "canary")
+func BenchmarkDecisionHitLastUsersRule(b *testing.B) {
+	benchDecision(b, benchRequest("user-14"), "lane-1")
 }
 
 func BenchmarkDecisionHitFirstRule(b *testing.B) {
-	benchDecision(b, request{target: "/r0/x"}.build(), "lane-0")
+	benchDecision(b, benchRequest("user-0"), "lane-0")
 }
 
-func BenchmarkDecisionPercent(b *testing.B) {
-	cfg := benchConfig()
-	all := 100.0
-	cfg.Rules = append(cfg.Rules[:99:99], mark.Rule{Name: "all", Lane: "canary", Percent: &all})
-	h, err := mark.New(context.Background(), http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), cfg, "bench")
-	if err != nil {
-		b.Fatal(err)
-	}
-	req := benchRequest("user-1")
-	rw := &discard{header: http.Header{}}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		h.ServeHTTP(rw, req)
-	}
+func BenchmarkDecisionHitPercent(b *testing.B) {
+	benchDecision(b, benchRequest("visitor-28"), "canary")
 }

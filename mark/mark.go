@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/http"
 	"strings"
 )
@@ -26,6 +27,7 @@ type handler struct {
 	anonymous   anonymousPolicy
 	ruleHeader  string // canonical response header key, or ""
 	rules       []rule
+	index       ruleIndex
 	fields      fieldTable // the named request fields the rules read
 	defaultLane string
 }
@@ -143,6 +145,7 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 			return nil, err
 		}
 	}
+	h.index = indexRules(h.rules)
 	return h, nil
 }
 
@@ -164,14 +167,27 @@ func decide(h *handler, rw http.ResponseWriter, req *http.Request) {
 	delete(req.Header, h.header)
 	lane := h.defaultLane
 	d := decision{handler: h, rw: rw, req: req}
-	for i := 0; i < len(h.rules); i++ {
-		r := &h.rules[i]
-		if matchRule(r, &d) {
-			lane = r.lane
-			if h.ruleHeader != "" {
-				rw.Header()[h.ruleHeader] = []string{r.name}
+	var small [smallMask]uint64
+	mask := small[:]
+	if h.index.words > smallMask {
+		mask = make([]uint64, h.index.words)
+	}
+	mask = mask[:h.index.words]
+	candidates(&h.index, &d, mask)
+	matched := -1
+	for w := 0; w < len(mask) && matched < 0; w++ {
+		for m := mask[w]; m != 0 && matched < 0; m &= m - 1 {
+			i := w<<6 + bits.TrailingZeros64(m)
+			if len(h.rules[i].checks) == 0 || matchRule(&h.rules[i], &d) {
+				matched = i
 			}
-			break
+		}
+	}
+	if matched >= 0 {
+		r := &h.rules[matched]
+		lane = r.lane
+		if h.ruleHeader != "" {
+			rw.Header()[h.ruleHeader] = []string{r.name}
 		}
 	}
 	if lane != "" {

@@ -1,0 +1,185 @@
+package mark_test
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"math/rand"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/graylane/graylane/mark"
+)
+
+// The values random rules and requests are drawn from: small pools, so that rules overlap.
+var (
+	randUsers    = []string{"u0", "u1", "u2", "u3"}
+	randPaths    = []string{"/", "/a", "/a/", "/a/b", "/ab", "/b/c", "/a/b/c"}
+	randContains = []string{"a", "b/", "c"}
+	randRegexes  = []string{"^/a", "b$", "^/[ab]/"}
+	randMethods  = []string{"GET", "POST", "PUT"}
+	randValues   = []string{"1", "2", "*"}
+	randPercents = []float64{0, 30, 50, 100}
+)
+
+// pick returns a random element of list.
+func pick(rnd *rand.Rand, list []string) string {
+	return list[rnd.Intn(len(list))]
+}
+
+// randomRule returns a rule with a random set of conditions, at least one.
+func randomRule(rnd *rand.Rand, i int) mark.Rule {
+	r := mark.Rule{Name: "r" + strconv.Itoa(i), Lane: "l" + strconv.Itoa(i%3)}
+	for conditions := 0; conditions == 0; {
+		if rnd.Intn(3) == 0 {
+			r.Users = []string{pick(rnd, randUsers), pick(rnd, randUsers)}
+			conditions++
+		}
+		switch rnd.Intn(6) {
+		case 0:
+			r.Path.Prefix = pick(rnd, randPaths)
+			conditions++
+		case 1:
+			r.Path.Exact = pick(rnd, randPaths)
+			conditions++
+		case 2:
+			r.Path.Contains = []string{pick(rnd, randContains), pick(rnd, randContains)}
+			conditions++
+		case 3:
+			r.Path.Regex = pick(rnd, randRegexes)
+			conditions++
+		}
+		if rnd.Intn(4) == 0 {
+			r.Methods = []string{pick(rnd, randMethods)}
+			conditions++
+		}
+		if rnd.Intn(3) == 0 {
+			r.Headers = map[string]string{"x-h": pick(rnd, randValues)}
+			conditions++
+			if rnd.Intn(3) == 0 {
+				r.Headers["X-G"] = pick(rnd, randValues)
+			}
+		}
+		if rnd.Intn(4) == 0 {
+			r.Cookies = map[string]string{"c": pick(rnd, randValues)}
+			conditions++
+		}
+		if rnd.Intn(4) == 0 {
+			r.Query = map[string]string{"q": pick(rnd, randValues)}
+			conditions++
+		}
+		if rnd.Intn(5) == 0 {
+			p := randPercents[rnd.Intn(len(randPercents))]
+			r.Percent = &p
+			conditions++
+		}
+	}
+	return r
+}
+
+// randomRequest returns a request built from the random pools.
+func randomRequest(rnd *rand.Rand) request {
+	r := request{method: pick(rnd, randMethods), target: pick(rnd, randPaths)}
+	if rnd.Intn(2) == 0 {
+		r.target += "?q=" + pick(rnd, randValues[:2])
+	}
+	if rnd.Intn(4) != 0 {
+		r.headers = append(r.headers, "X-User-Id", pick(rnd, randUsers))
+	}
+	if rnd.Intn(2) == 0 {
+		r.headers = append(r.headers, "X-H", pick(rnd, randValues[:2]))
+	}
+	if rnd.Intn(3) == 0 {
+		r.headers = append(r.headers, "X-G", pick(rnd, randValues[:2]))
+	}
+	if rnd.Intn(2) == 0 {
+		r.headers = append(r.headers, "Cookie", "z=0; c="+pick(rnd, randValues[:2]))
+	}
+	return r
+}
+
+// referenceMatch is a naive evaluation of rule r for req, written from the documentation.
+func referenceMatch(r *mark.Rule, req *http.Request) bool {
+	user := req.Header.Get("X-User-Id")
+	path := req.URL.Path
+	switch {
+	case r.Users != nil && !containsString(r.Users, user):
+		return false
+	case r.Path.Prefix != "" && !strings.HasPrefix(path, r.Path.Prefix):
+		return false
+	case r.Path.Exact != "" && path != r.Path.Exact:
+		return false
+	case r.Path.Contains != nil && !strings.Contains(path, r.Path.Contains[0]) && !strings.Contains(path, r.Path.Contains[1]):
+		return false
+	case r.Path.Regex != "" && !regexp.MustCompile(r.Path.Regex).MatchString(path):
+		return false
+	case r.Methods != nil && !containsString(r.Methods, req.Method):
+		return false
+	}
+	for name, want := range r.Headers {
+		values, ok := req.Header[http.CanonicalHeaderKey(name)]
+		if !ok || want != "*" && values[0] != want {
+			return false
+		}
+	}
+	for name, want := range r.Cookies {
+		c, err := req.Cookie(name)
+		if err != nil || want != "*" && c.Value != want {
+			return false
+		}
+	}
+	for name, want := range r.Query {
+		values, ok := req.URL.Query()[name]
+		if !ok || want != "*" && values[0] != want {
+			return false
+		}
+	}
+	if r.Percent != nil {
+		sum := sha256.Sum256([]byte(r.Name + ":" + user))
+		if user == "" || binary.BigEndian.Uint64(sum[:8])%10000 >= uint64(*r.Percent*100) {
+			return false
+		}
+	}
+	return true
+}
+
+// containsString reports whether list holds s.
+func containsString(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestIndexKeepsFirstMatch checks that the rule index changes no decision: random rule lists
+// with overlapping conditions decide random requests as the naive first-match evaluation does.
+func TestIndexKeepsFirstMatch(t *testing.T) {
+	rnd := rand.New(rand.NewSource(1))
+	for c := 0; c < 100; c++ {
+		cfg := mark.CreateConfig()
+		cfg.Identity.Header = "X-User-Id"
+		cfg.Anonymous = "none"
+		cfg.RuleHeader = "X-Rule"
+		n := 1 + rnd.Intn(12)
+		for i := 0; i < n; i++ {
+			cfg.Rules = append(cfg.Rules, randomRule(rnd, i))
+		}
+		h := newMark(t, cfg)
+		for k := 0; k < 30; k++ {
+			r := randomRequest(rnd)
+			want := ""
+			for i := 0; i < len(cfg.Rules) && want == ""; i++ {
+				if referenceMatch(&cfg.Rules[i], r.build()) {
+					want = cfg.Rules[i].Name
+				}
+			}
+			if got := serve(h, r.build()).Header().Get("X-Rule"); got != want {
+				t.Fatalf("config %d: rules %+v\nrequest %+v: matched %q, want %q", c, cfg.Rules, r, got, want)
+			}
+		}
+	}
+}
