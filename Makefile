@@ -64,8 +64,9 @@ kube:
 bench:
 	./scripts/bench.sh
 
+## demo: Traefik + graylane + three backends on 127.0.0.1, synthetic users, a hot reload (40 s).
 demo:
-	cd e2e && go run ./cmd/demo
+	cd e2e && go run ./cmd/demo $(DEMO_FLAGS)
 
 k8s-values:
 	./scripts/gen-k8s-values.sh

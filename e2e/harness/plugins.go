@@ -28,20 +28,28 @@ var pluginDirs = []string{".", "mark", "dispatch"}
 // <module name> (test files excluded). It returns <dir>/plugins-local.
 func InstallPlugins(tb testing.TB, dir string, extra map[string]string) string {
 	tb.Helper()
+	local, err := installPlugins(dir, extra)
+	if err != nil {
+		tb.Fatalf("harness: %v", err)
+	}
+	return local
+}
+
+func installPlugins(dir string, extra map[string]string) (string, error) {
 	local := filepath.Join(dir, "plugins-local")
 	dst := filepath.Join(local, "src", filepath.FromSlash(rootModule))
 	root := RepoRoot()
 	for _, sub := range pluginDirs {
 		if err := copyPluginFiles(filepath.Join(root, sub), filepath.Join(dst, sub), sub == "."); err != nil {
-			tb.Fatalf("harness: install plugin source: %v", err)
+			return "", fmt.Errorf("install plugin source: %w", err)
 		}
 	}
 	for module, src := range extra {
 		if err := copyPluginFiles(src, filepath.Join(local, "src", filepath.FromSlash(module)), true); err != nil {
-			tb.Fatalf("harness: install plugin %s: %v", module, err)
+			return "", fmt.Errorf("install plugin %s: %w", module, err)
 		}
 	}
-	return local
+	return local, nil
 }
 
 // copyPluginFiles copies the non-test .go files and the .traefik.yml of src into dst (not
@@ -71,10 +79,10 @@ func copyPluginFiles(src, dst string, withGoMod bool) error {
 }
 
 func isPluginFile(name string, withGoMod bool) bool {
-	switch {
-	case name == ".traefik.yml":
+	switch name {
+	case ".traefik.yml":
 		return true
-	case name == "go.mod":
+	case "go.mod":
 		return withGoMod
 	default:
 		return strings.HasSuffix(name, ".go") && !strings.HasSuffix(name, "_test.go")

@@ -6,9 +6,6 @@ import "syscall"
 
 func childAttr() *syscall.SysProcAttr { return nil }
 
-// lockFile does not lock outside Linux.
-func lockFile(string) (func(), error) { return func() {}, nil }
-
 // LeftoverChildren is only implemented on Linux; elsewhere it returns nil.
 func LeftoverChildren() []string { return nil }
 

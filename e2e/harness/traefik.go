@@ -68,20 +68,26 @@ var (
 	traefikErr  error
 )
 
-// TraefikBinary returns the Traefik binary to test against: $GRAYLANE_TRAEFIK when set, else
-// the one scripts/build-traefik.sh builds (or reuses) for the version pinned in e2e/go.mod.
-// The script runs once per process, under a file lock so parallel test processes do not
-// build twice; its progress goes to os.Stderr. A first build takes 12-20 minutes: run such
-// a `go test` with -timeout 40m.
+// TraefikBinary returns the Traefik binary to test against (see FindTraefik) and fails the
+// test when there is none. A first build takes 12-20 minutes: run such a `go test` with -timeout 40m.
 func TraefikBinary(tb testing.TB) string {
 	tb.Helper()
+	bin, err := FindTraefik()
+	if err != nil {
+		tb.Fatalf("harness: Traefik binary: %v", err)
+	}
+	return bin
+}
+
+// FindTraefik returns $GRAYLANE_TRAEFIK when set, else the binary scripts/build-traefik.sh
+// builds (or reuses) for the version pinned in e2e/go.mod; the script checks the cache and
+// takes a lock so that parallel callers build once. It runs once per process; its progress
+// goes to os.Stderr.
+func FindTraefik() (string, error) {
 	traefikOnce.Do(func() {
 		traefikPath, traefikErr = findTraefik()
 	})
-	if traefikErr != nil {
-		tb.Fatalf("harness: Traefik binary: %v", traefikErr)
-	}
-	return traefikPath
+	return traefikPath, traefikErr
 }
 
 func findTraefik() (string, error) {
@@ -90,24 +96,6 @@ func findTraefik() (string, error) {
 			return "", fmt.Errorf("GRAYLANE_TRAEFIK: %w", err)
 		}
 		return p, nil
-	}
-	// The cached binary, when it is there and of the pinned version, is used without calling
-	// the script (whose own check can fail spuriously under pipefail and start a rebuild).
-	version, err := pinnedTraefikVersion()
-	if err != nil {
-		return "", err
-	}
-	cached := filepath.Join(cacheDir(), "traefik-"+version, "traefik")
-	if isTraefik(cached, version) {
-		return cached, nil
-	}
-	unlock, err := lockFile(filepath.Join(cacheDir(), "build-traefik.lock"))
-	if err != nil {
-		return "", err
-	}
-	defer unlock()
-	if isTraefik(cached, version) { // built by another process while we waited for the lock
-		return cached, nil
 	}
 	var out bytes.Buffer
 	cmd := exec.Command(filepath.Join(RepoRoot(), "scripts", "build-traefik.sh"))
@@ -123,23 +111,6 @@ func findTraefik() (string, error) {
 		return "", fmt.Errorf("scripts/build-traefik.sh printed %q: %w", path, err)
 	}
 	return path, nil
-}
-
-// pinnedTraefikVersion returns the Traefik version e2e/go.mod pins, e.g. "v3.6.12".
-func pinnedTraefikVersion() (string, error) {
-	cmd := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/traefik/traefik/v3")
-	cmd.Dir = filepath.Join(RepoRoot(), "e2e")
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("go list -m github.com/traefik/traefik/v3: %w", err)
-	}
-	return strings.TrimSpace(string(out)), nil
-}
-
-// isTraefik reports whether path is a Traefik binary of version (e.g. "v3.6.12").
-func isTraefik(path, version string) bool {
-	out, err := exec.Command(path, "version").Output()
-	return err == nil && strings.Contains(string(out), strings.TrimPrefix(version, "v"))
 }
 
 // cacheDir is where the harness keeps built binaries, like scripts/build-traefik.sh.
@@ -216,52 +187,72 @@ func mergeMaps(dst, src map[string]any) {
 	}
 }
 
-// StartTraefik starts Traefik in a fresh work directory with the plugin source installed as
-// local plugins (see InstallPlugins), waits until /ping answers and registers a Cleanup that
-// stops it and, when the test failed, logs the tail of Traefik's log.
+// StartTraefik starts Traefik in a fresh work directory on free ports (see Launch) and
+// registers a Cleanup that stops it and, when the test failed, logs the tail of Traefik's log.
 func StartTraefik(tb testing.TB, opts TraefikOptions) *Traefik {
 	tb.Helper()
 	bin := TraefikBinary(tb)
-	dir := tb.TempDir()
-	InstallPlugins(tb, dir, opts.ExtraPluginSources)
+	webPort, apiPort := FreePort(tb), FreePort(tb)
+	for apiPort == webPort {
+		apiPort = FreePort(tb)
+	}
+	t, err := Launch(bin, tb.TempDir(), webPort, apiPort, opts)
+	if t != nil {
+		tb.Cleanup(func() {
+			t.Stop()
+			if tb.Failed() {
+				tb.Logf("traefik log (%s), last lines:\n%s", t.LogFile, tail(t.Log(), 60))
+			}
+		})
+	}
+	if err != nil {
+		tb.Fatalf("harness: %v", err)
+	}
+	return t
+}
 
+// Launch starts the Traefik binary bin working in dir, with the plugin source installed there
+// as local plugins (see InstallPlugins), the static configuration of StaticConfig (with
+// opts.ExtraStatic merged in) and opts.Dynamic in the watched directory, and waits until /ping
+// answers. When it returns a Traefik, the caller must Stop it, even with an error.
+func Launch(bin, dir string, webPort, apiPort int, opts TraefikOptions) (*Traefik, error) {
+	if _, err := installPlugins(dir, opts.ExtraPluginSources); err != nil {
+		return nil, err
+	}
 	t := &Traefik{
+		URL:        "http://127.0.0.1:" + strconv.Itoa(webPort),
+		APIURL:     "http://127.0.0.1:" + strconv.Itoa(apiPort),
 		Dir:        dir,
 		DynamicDir: filepath.Join(dir, "dynamic"),
 		LogFile:    filepath.Join(dir, "traefik.log"),
 		done:       make(chan struct{}),
 	}
 	if err := os.MkdirAll(t.DynamicDir, 0o755); err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 	if opts.Dynamic != "" {
-		t.WriteDynamic(tb, opts.Dynamic)
+		if err := t.WriteFile("dynamic.yml", opts.Dynamic); err != nil {
+			return nil, err
+		}
 	}
-
-	webPort, apiPort := FreePort(tb), FreePort(tb)
-	for apiPort == webPort {
-		apiPort = FreePort(tb)
-	}
-	t.URL = "http://127.0.0.1:" + strconv.Itoa(webPort)
-	t.APIURL = "http://127.0.0.1:" + strconv.Itoa(apiPort)
 	static := StaticConfig(dir, webPort, apiPort, opts)
 	if opts.ExtraStatic != "" {
 		if err := MergeYAML(static, opts.ExtraStatic); err != nil {
-			tb.Fatalf("harness: ExtraStatic: %v", err)
+			return nil, fmt.Errorf("ExtraStatic: %w", err)
 		}
 	}
 	staticYAML, err := yaml.Marshal(static)
 	if err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 	configFile := filepath.Join(dir, "traefik.yml")
 	if err := os.WriteFile(configFile, staticYAML, 0o644); err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 
 	logFile, err := os.Create(t.LogFile)
 	if err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 	t.cmd = exec.Command(bin, "--configFile="+configFile)
 	t.cmd.Dir = dir
@@ -270,7 +261,7 @@ func StartTraefik(tb testing.TB, opts TraefikOptions) *Traefik {
 	t.cmd.SysProcAttr = childAttr()
 	if err := t.cmd.Start(); err != nil {
 		logFile.Close()
-		tb.Fatalf("harness: start traefik: %v", err)
+		return nil, fmt.Errorf("start traefik: %w", err)
 	}
 	track(t.cmd.Process.Pid, "traefik "+dir)
 	go func() {
@@ -278,21 +269,15 @@ func StartTraefik(tb testing.TB, opts TraefikOptions) *Traefik {
 		logFile.Close()
 		close(t.done)
 	}()
-	tb.Cleanup(func() {
-		t.Stop()
-		if tb.Failed() {
-			tb.Logf("traefik log (%s), last lines:\n%s", t.LogFile, tail(t.Log(), 60))
-		}
-	})
 
 	timeout := opts.StartTimeout
 	if timeout == 0 {
 		timeout = 90 * time.Second
 	}
 	if err := t.waitPing(timeout); err != nil {
-		tb.Fatalf("harness: traefik did not start: %v\nstatic config:\n%s\nlog:\n%s", err, staticYAML, tail(t.Log(), 60))
+		return t, fmt.Errorf("traefik did not start: %w\nstatic config:\n%s\nlog:\n%s", err, staticYAML, tail(t.Log(), 60))
 	}
-	return t
+	return t, nil
 }
 
 func (t *Traefik) waitPing(timeout time.Duration) error {
@@ -330,9 +315,17 @@ func (t *Traefik) WriteDynamic(tb testing.TB, yamlText string) {
 // tests that spread the configuration over several files.
 func (t *Traefik) WriteDynamicFile(tb testing.TB, name, yamlText string) {
 	tb.Helper()
+	if err := t.WriteFile(name, yamlText); err != nil {
+		tb.Fatalf("harness: write dynamic configuration: %v", err)
+	}
+}
+
+// WriteFile writes a file of the watched directory atomically: it writes a temporary file
+// outside that directory and renames it in place, so Traefik never reads half a file.
+func (t *Traefik) WriteFile(name, yamlText string) error {
 	tmp, err := os.CreateTemp(t.Dir, ".dynamic-*.tmp")
 	if err != nil {
-		tb.Fatal(err)
+		return err
 	}
 	_, err = tmp.WriteString(yamlText)
 	if cerr := tmp.Close(); err == nil {
@@ -343,8 +336,8 @@ func (t *Traefik) WriteDynamicFile(tb testing.TB, name, yamlText string) {
 	}
 	if err != nil {
 		os.Remove(tmp.Name())
-		tb.Fatalf("harness: write dynamic configuration: %v", err)
 	}
+	return err
 }
 
 // Log returns everything Traefik has logged so far.

@@ -1,0 +1,158 @@
+// Command demo shows graylane in one minute: it starts the pinned Traefik with the mark and
+// dispatch plugins and demo/dynamic.yml, three backends (stable, canary, beta), and a stream of
+// synthetic users — testers, app versions, beta pages, identified and anonymous visitors — and
+// draws where they land. Halfway it raises the canary share from 10 % to 50 % by rewriting the
+// dynamic configuration, to show the hot reload moving traffic with no failed request.
+// It stops by itself after -duration, or on Ctrl-C, and leaves no process behind.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/graylane/graylane/e2e/harness"
+)
+
+// The demo listens on fixed loopback ports so that its URLs can be tried by hand while it runs.
+const (
+	webPort = 8000
+	apiPort = 8080
+)
+
+var backends = []struct {
+	name string
+	addr string
+}{
+	{"stable", "127.0.0.1:9101"},
+	{"canary", "127.0.0.1:9102"},
+	{"beta", "127.0.0.1:9103"},
+}
+
+func main() {
+	duration := flag.Duration("duration", 40*time.Second, "how long the demo runs")
+	workers := flag.Int("workers", 8, "concurrent synthetic clients")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *duration, *workers); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, duration time.Duration, workers int) error {
+	bin, err := harness.FindTraefik()
+	if err != nil {
+		return err
+	}
+	for _, b := range backends {
+		stopBackend, err := serveBackend(b.name, b.addr)
+		if err != nil {
+			return fmt.Errorf("backend %s on %s: %w", b.name, b.addr, err)
+		}
+		defer stopBackend()
+	}
+
+	dir, err := os.MkdirTemp("", "graylane-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	dynamic, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "demo", "dynamic.yml"))
+	if err != nil {
+		return err
+	}
+	fmt.Println("starting Traefik with graylane (first start compiles nothing, Yaegi loads the plugins)…")
+	traefik, err := harness.Launch(bin, dir, webPort, apiPort, harness.TraefikOptions{Dynamic: string(dynamic), LogLevel: "ERROR"})
+	if traefik != nil {
+		defer traefik.Stop()
+	}
+	if err != nil {
+		return err
+	}
+	if err := waitRouter(ctx, traefik.APIURL+"/api/http/routers/shop@file", 60*time.Second); err != nil {
+		return fmt.Errorf("%w; Traefik's log:\n%s", err, traefik.Log())
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, duration)
+	defer cancel()
+	board := newBoard(traefik.URL)
+	go board.load(ctx, workers)
+
+	reloadAt := time.Now().Add(duration / 2)
+	reloaded := false
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			board.draw(os.Stdout, true)
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) && board.failed() > 0 {
+				return fmt.Errorf("%d requests failed", board.failed())
+			}
+			return nil
+		case now := <-tick.C:
+			if !reloaded && now.After(reloadAt) {
+				raised := strings.Replace(string(dynamic), "percent: 10", "percent: 50", 1)
+				if err := traefik.WriteFile("dynamic.yml", raised); err != nil {
+					return err
+				}
+				board.phase("canary-share raised from 10 % to 50 % (dynamic file rewritten, hot reload)")
+				reloaded = true
+			}
+			board.draw(os.Stdout, false)
+		}
+	}
+}
+
+// waitRouter polls Traefik's API until the router is enabled.
+func waitRouter(ctx context.Context, url string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(body), `"status":"enabled"`) {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("router not enabled after %s at %s", timeout, url)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// serveBackend answers every request with the backend's name.
+func serveBackend(name, addr string) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
+			_, _ = io.Copy(io.Discard, req.Body)
+			_, _ = io.WriteString(rw, name)
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	go func() { _ = srv.Serve(ln) }()
+	return func() { _ = srv.Close() }, nil
+}
