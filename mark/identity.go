@@ -46,10 +46,8 @@ func newIdentitySource(id Identity) identitySource {
 // lookupIdentity returns the user ID of req, or "" when it has none. A source whose value is empty or
 // longer than maxIDLen bytes is skipped.
 func lookupIdentity(s *identitySource, req *http.Request) string {
-	if s.header != "" {
-		if v := headerValue(req.Header, s.header); validID(v) {
-			return v
-		}
+	if values := req.Header[s.header]; len(values) > 0 && validID(values[0]) {
+		return values[0]
 	}
 	if s.cookie != "" {
 		if v, _ := cookieValue(req.Header, s.cookie); validID(v) {

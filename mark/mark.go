@@ -28,7 +28,6 @@ type handler struct {
 	ruleHeader  string // canonical response header key, or ""
 	rules       []rule
 	index       ruleIndex
-	fields      fieldTable // the named request fields the rules read
 	defaultLane string
 }
 
@@ -139,9 +138,10 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 		return nil, err
 	}
 	h.anonymous = anonymous
+	var fields fieldTable // the named request fields the rules read, numbered for the request cache
 	h.rules = make([]rule, len(cfg.Rules))
 	for i := 0; i < len(cfg.Rules); i++ {
-		if err := h.rules[i].build(fmt.Sprintf("rules[%d]", i), &cfg.Rules[i], &h.fields); err != nil {
+		if err := h.rules[i].build(fmt.Sprintf("rules[%d]", i), &cfg.Rules[i], &fields); err != nil {
 			return nil, err
 		}
 	}

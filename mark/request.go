@@ -68,79 +68,10 @@ func fieldValue(d *decision, p *pair) (string, bool) {
 		return lookup(d.req, p.kind, p.name)
 	}
 	if !d.resolved[p.slot] {
-		resolve(d, p.slot, p.kind, p.name)
+		d.values[p.slot], d.found[p.slot] = lookup(d.req, p.kind, p.name)
+		d.resolved[p.slot] = true
 	}
 	return d.values[p.slot], d.found[p.slot]
-}
-
-// resolve looks up the field in slot. The cookies and query parameters are read in one pass that
-// fills every slot of their kind.
-func resolve(d *decision, slot, kind int, name string) {
-	switch kind {
-	case fromHeader:
-		values, ok := d.req.Header[name]
-		d.values[slot] = firstOf(values)
-		d.found[slot] = ok
-		d.resolved[slot] = true
-		return
-	case fromCookie:
-		scanCookies(d)
-	default:
-		scanQuery(d)
-	}
-	fields := d.handler.fields
-	for i := 0; i < len(fields); i++ {
-		if fields[i].kind == kind {
-			d.resolved[i] = true
-		}
-	}
-}
-
-// scanCookies fills the cookie slots from the request's Cookie headers.
-func scanCookies(d *decision) {
-	fields := d.handler.fields
-	lines := d.req.Header["Cookie"]
-	for i := 0; i < len(lines); i++ {
-		for line := lines[i]; line != ""; {
-			var name, value string
-			var ok bool
-			name, value, ok, line = cutCookie(line)
-			if ok {
-				fill(d, fields, fromCookie, name, value)
-			}
-		}
-	}
-}
-
-// scanQuery fills the query parameter slots from the request's URL.
-func scanQuery(d *decision) {
-	fields := d.handler.fields
-	for query := d.req.URL.RawQuery; query != ""; {
-		var key, raw string
-		var ok bool
-		key, raw, ok, query = cutQuery(query)
-		if !ok {
-			continue
-		}
-		for i := 0; i < len(fields); i++ {
-			if fields[i].kind == fromQuery && !d.found[i] && fields[i].name == key {
-				if value, err := url.QueryUnescape(raw); err == nil {
-					d.values[i] = value
-					d.found[i] = true
-				}
-			}
-		}
-	}
-}
-
-// fill stores value in the first-seen slot of the field of kind called name.
-func fill(d *decision, fields fieldTable, kind int, name, value string) {
-	for i := 0; i < len(fields); i++ {
-		if fields[i].kind == kind && !d.found[i] && fields[i].name == name {
-			d.values[i] = value
-			d.found[i] = true
-		}
-	}
 }
 
 // userID returns the request's user ID, or "".
@@ -220,16 +151,30 @@ func firstOf(values []string) string {
 	return ""
 }
 
+// The request path leaves the scanning of cookies and queries to compiled standard library calls
+// where it can: under Yaegi, an interpreted loop costs about 150 ns per byte and a call 0.5 µs.
+
+// ows is the optional white space around cookie pairs, as textproto.TrimString trims it.
+const ows = " \t\n\r"
+
+// cookieValueBytes are the bytes net/http accepts in a cookie value.
+const cookieValueBytes = " !#$%&'()*+,-./0123456789:<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`abcdefghijklmnopqrstuvwxyz{|}~"
+
 // cookieValue returns the value of the first valid cookie called name in the Cookie headers,
 // found like net/http's Request.Cookie finds it but without allocating.
 func cookieValue(h http.Header, name string) (string, bool) {
 	lines := h["Cookie"]
 	for i := 0; i < len(lines); i++ {
+		if !strings.Contains(lines[i], name) {
+			continue // a line that does not hold name has no such cookie
+		}
 		for line := lines[i]; line != ""; {
 			var key, value string
-			var ok bool
-			key, value, ok, line = cutCookie(line)
-			if ok && key == name {
+			key, value, line = cutCookie(line)
+			if key != name {
+				continue
+			}
+			if value, ok := cookieText(value); ok {
 				return value, true
 			}
 		}
@@ -238,56 +183,36 @@ func cookieValue(h http.Header, name string) (string, bool) {
 }
 
 // cutCookie cuts the first "name=value" pair off a Cookie header line and returns its name, its
-// value, whether it is a valid cookie (net/http skips the others) and the rest of the line.
+// raw value and the rest of the line.
 // (No named results here: Yaegi does not reset them between calls.)
-func cutCookie(line string) (string, string, bool, string) {
+func cutCookie(line string) (string, string, string) {
 	part, rest := line, ""
 	if j := strings.IndexByte(line, ';'); j >= 0 {
 		part, rest = line[:j], line[j+1:]
 	}
-	part = trimOWS(part)
+	part = strings.Trim(part, ows)
 	name, value := part, ""
 	if j := strings.IndexByte(part, '='); j >= 0 {
 		name, value = part[:j], part[j+1:]
 	}
-	name = trimOWS(name)
-	value, ok := cookieText(value)
-	return name, value, ok && name != "", rest
+	return strings.Trim(name, ows), value, rest
 }
 
-// cookieText unquotes a cookie value and checks its characters, as net/http does.
+// cookieText unquotes a cookie value and checks its bytes, as net/http does; it reports false for
+// a value net/http would reject.
 func cookieText(v string) (string, bool) {
 	if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
 		v = v[1 : len(v)-1]
 	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if c < 0x20 || c >= 0x7f || c == '"' || c == ';' || c == '\\' {
-			return "", false
-		}
-	}
-	return v, true
-}
-
-// trimOWS trims the ASCII white space around s, like textproto.TrimString.
-func trimOWS(s string) string {
-	for s != "" && isSpace(s[0]) {
-		s = s[1:]
-	}
-	for s != "" && isSpace(s[len(s)-1]) {
-		s = s[:len(s)-1]
-	}
-	return s
-}
-
-// isSpace reports whether c is ASCII white space.
-func isSpace(c byte) bool {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r'
+	return v, strings.Trim(v, cookieValueBytes) == ""
 }
 
 // queryValue returns the first value of the query parameter name in rawQuery, found like
 // url.ParseQuery finds it but allocating only to unescape.
 func queryValue(rawQuery, name string) (string, bool) {
+	if !strings.Contains(rawQuery, name) && strings.IndexAny(rawQuery, "%+") < 0 {
+		return "", false // without escapes, a query that does not hold name has no such parameter
+	}
 	for rawQuery != "" {
 		var key, raw string
 		var ok bool
