@@ -10,20 +10,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/traefik/paerser/file"
+	"github.com/traefik/traefik/v3/pkg/config/dynamic"
+	"github.com/traefik/traefik/v3/pkg/config/label"
 	"gopkg.in/yaml.v3"
 
+	"github.com/graylane/graylane/dispatch"
 	"github.com/graylane/graylane/e2e/harness"
+	"github.com/graylane/graylane/mark"
 )
 
-// readmeBlocks returns the fenced blocks of README.md that follow a `<!-- recipe: NAME -->`
+// readmeBlocks returns the fenced blocks of README.md that follow a `<!-- KIND: NAME -->`
 // marker, by NAME.
-func readmeBlocks(t *testing.T) map[string]string {
+func readmeBlocks(t *testing.T, kind string) map[string]string {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	re := regexp.MustCompile("(?s)<!-- recipe: ([a-z-]+) -->\\s*```[a-z]*\\n(.*?)```")
+	re := regexp.MustCompile("(?s)<!-- " + kind + ": ([a-z-]+) -->\\s*```[a-z]*\\n(.*?)```")
 	blocks := map[string]string{}
 	for _, m := range re.FindAllStringSubmatch(string(data), -1) {
 		blocks[m[1]] = m[2]
@@ -109,7 +114,7 @@ func runRecipeCases(t *testing.T, url string, cases []recipeCase) {
 
 // TestReadmeRecipes runs every single-gateway recipe of the README in a real Traefik.
 func TestReadmeRecipes(t *testing.T) {
-	blocks := readmeBlocks(t)
+	blocks := readmeBlocks(t, "recipe")
 	backends := map[string]*harness.Backend{}
 	for _, name := range []string{"stable", "canary", "beta"} {
 		backends[name] = harness.StartBackend(t, name)
@@ -176,7 +181,7 @@ func TestReadmeRecipes(t *testing.T) {
 
 // TestReadmeTwoGateways runs the edge and inner gateway recipes in two Traefik processes.
 func TestReadmeTwoGateways(t *testing.T) {
-	blocks := readmeBlocks(t)
+	blocks := readmeBlocks(t, "recipe")
 	backends := map[string]*harness.Backend{}
 	for _, name := range []string{"stable", "canary", "beta"} {
 		backends[name] = harness.StartBackend(t, name)
@@ -231,5 +236,72 @@ func TestReadmeStaticConfig(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, harness.DefaultLocalPlugins()) {
 		t.Fatalf("README declares %v, the tests %v", got, harness.DefaultLocalPlugins())
+	}
+}
+
+// TestReadmeSyntaxes decodes the README's one configuration written as YAML, TOML, labels and
+// Kubernetes Middleware resources with Traefik's decoders, and checks all four agree.
+func TestReadmeSyntaxes(t *testing.T) {
+	blocks := readmeBlocks(t, "syntax")
+	type plugins struct {
+		mark     *mark.Config
+		dispatch *dispatch.Config
+	}
+	fromDynamic := func(conf *dynamic.Configuration) plugins {
+		p := plugins{mark: mark.CreateConfig(), dispatch: dispatch.CreateConfig()}
+		decodeLikeTraefik(t, pluginConf(t, conf, "gray-mark", "graylane-mark"), p.mark)
+		decodeLikeTraefik(t, pluginConf(t, conf, "gray-dispatch", "graylane-dispatch"), p.dispatch)
+		return p
+	}
+	got := map[string]plugins{}
+	for _, syntax := range []string{"yaml", "toml"} {
+		conf := newDynamic()
+		if err := file.DecodeContent(blocks[syntax], "."+syntax, conf); err != nil {
+			t.Fatalf("%s: %v", syntax, err)
+		}
+		got[syntax] = fromDynamic(conf)
+	}
+
+	labels := map[string]string{}
+	for _, line := range strings.Split(blocks["labels"], "\n") {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, `- "`) {
+			continue
+		}
+		kv := strings.SplitN(strings.Trim(strings.TrimPrefix(line, "- "), `"`), "=", 2)
+		labels[kv[0]] = kv[1]
+	}
+	conf, err := label.DecodeConfiguration(labels)
+	if err != nil {
+		t.Fatalf("labels: %v", err)
+	}
+	got["labels"] = fromDynamic(conf)
+
+	crd := newDynamic()
+	for _, doc := range strings.Split(blocks["crd"], "\n---\n") {
+		var m struct {
+			Metadata struct{ Name string }
+			Spec     struct{ Plugin map[string]map[string]any }
+		}
+		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+			t.Fatalf("crd: %v", err)
+		}
+		crd.HTTP.Middlewares[m.Metadata.Name] = &dynamic.Middleware{Plugin: map[string]dynamic.PluginConf{}}
+		for alias, raw := range m.Spec.Plugin {
+			crd.HTTP.Middlewares[m.Metadata.Name].Plugin[alias] = raw
+		}
+	}
+	got["crd"] = fromDynamic(crd)
+
+	for _, syntax := range []string{"toml", "labels", "crd"} {
+		if !reflect.DeepEqual(got[syntax].mark, got["yaml"].mark) {
+			t.Errorf("%s mark\n got %+v\nyaml %+v", syntax, *got[syntax].mark, *got["yaml"].mark)
+		}
+		if !reflect.DeepEqual(got[syntax].dispatch, got["yaml"].dispatch) {
+			t.Errorf("%s dispatch\n got %+v\nyaml %+v", syntax, *got[syntax].dispatch, *got["yaml"].dispatch)
+		}
+	}
+	if n := len(got["yaml"].mark.Rules); n != 2 || got["yaml"].mark.Rules[1].Percent == nil || *got["yaml"].mark.Rules[1].Percent != 10 {
+		t.Errorf("yaml: rules decoded as %+v", got["yaml"].mark.Rules)
 	}
 }
