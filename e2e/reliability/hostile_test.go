@@ -14,8 +14,9 @@ import (
 )
 
 // hostileDynamic routes every request through mark (incoming strip, identity from header,
-// cookie and JWT claim, version from a header) and dispatch. A second router, chosen by the
-// X-Route: trusted header, uses incoming: trustedIPs with a network the loopback peer is not in.
+// cookie and JWT claim, version from a header) and dispatch. Two more routers, chosen by the
+// X-Route header, use incoming: trustedIPs with a network the loopback peer is not in
+// (X-Route: trusted), and incoming: keep as on an inner gateway (X-Route: inner).
 func hostileDynamic(stable, canary, blue string) string {
 	return fmt.Sprintf(`
 http:
@@ -30,6 +31,12 @@ http:
       priority: 1000
       entryPoints: [web]
       middlewares: [gray-mark-trusted, gray-dispatch]
+      service: stable
+    inner:
+      rule: Header(`+"`X-Route`, `inner`"+`)
+      priority: 1000
+      entryPoints: [web]
+      middlewares: [gray-mark-keep, gray-dispatch]
       service: stable
   services:
     stable:
@@ -53,6 +60,14 @@ http:
           version: { header: X-App-Version }
           anonymous: none
           rules: %[4]s
+    gray-mark-keep:
+      plugin:
+        graylane-mark:
+          incoming: keep
+          identity: { header: X-User-Id, cookie: uid, jwtClaim: sub }
+          version: { header: X-App-Version }
+          anonymous: none
+          rules: %[4]s
     gray-dispatch:
       plugin:
         graylane-dispatch:
@@ -67,15 +82,28 @@ http:
 const hostileRules = `[{ name: testers, lane: canary, users: [alice, "1001"] }, { name: app, lane: blue, versions: ">=2.5.0, <2.6.0" }]`
 
 // hostileCase is one kind of hostile request. build returns the request's headers (and
-// raw bytes for cases sent on a bare TCP connection); want is the lane the request must
-// land in ("" = the router's service), or wantStatus the status Traefik must answer.
+// raw bytes for cases sent on a bare TCP connection); want is the lane header the backend
+// must receive ("" = none) and backend the backend that must answer (default: the lane's, or
+// the router's service for no lane); or wantStatus is the status Traefik must answer.
 type hostileCase struct {
 	name       string
 	weight     int
 	build      func(rng *rand.Rand) http.Header
 	raw        func(rng *rand.Rand) []byte
 	want       string
+	backend    string
 	wantStatus int
+}
+
+// wantBackend is the backend that must answer the case's requests.
+func (c *hostileCase) wantBackend() string {
+	switch {
+	case c.backend != "":
+		return c.backend
+	case c.want == "":
+		return "stable"
+	}
+	return c.want // the lanes' backends are named after them
 }
 
 func jwt(payload string) string {
@@ -121,6 +149,20 @@ func hostileCases() []hostileCase {
 		}},
 		{name: "tester-with-spoofed-lane", weight: 2, want: "canary", build: func(*rand.Rand) http.Header {
 			return hdr("X-User-Id", "alice", laneHeader, "blue")
+		}},
+		// An inner gateway (incoming: keep) keeps a valid lane, lower-cased; an unknown lane
+		// goes on to the router's service with its header; an invalid one is dropped.
+		{name: "keep-lane", weight: 1, want: "canary", build: func(rng *rand.Rand) http.Header {
+			lanes := []string{"canary", "CANARY", "Canary"}
+			return hdr("X-Route", "inner", laneHeader, lanes[rng.IntN(len(lanes))])
+		}},
+		{name: "keep-unknown-lane", weight: 1, want: "green", backend: "stable", build: func(rng *rand.Rand) http.Header {
+			lanes := []string{"green", "GREEN"}
+			return hdr("X-Route", "inner", laneHeader, lanes[rng.IntN(len(lanes))])
+		}},
+		{name: "keep-invalid-lane", weight: 1, want: "", build: func(rng *rand.Rand) http.Header {
+			lanes := []string{"bad lane!", strings.Repeat("c", 70), "-x", "ca/nary", "canary;blue", "ｃanary"}
+			return hdr("X-Route", "inner", laneHeader, lanes[rng.IntN(len(lanes))])
 		}},
 		// Oversized headers: within Traefik's 1 MiB limit they pass, beyond it 431.
 		{name: "big-header-64KiB", weight: 2, want: "", build: func(rng *rand.Rand) http.Header {
@@ -234,7 +276,6 @@ func TestHostileInput(t *testing.T) {
 	for i := range byCase {
 		byCase[i] = newTally()
 	}
-	backendOf := map[string]string{"": "stable", "canary": "canary", "blue": "blue"}
 
 	idle := metrics(t, tr)["go_goroutines"]
 	start := time.Now()
@@ -266,9 +307,9 @@ func TestHostileInput(t *testing.T) {
 			res.ok(fmt.Sprint(reply.Status), took)
 		case reply.Status != http.StatusOK:
 			res.fail("%s #%d: status %d: %.200s", c.name, i, reply.Status, reply.Body)
-		case reply.Backend() != backendOf[c.want] || reply.RequestHeader(laneHeader) != c.want:
-			res.fail("%s #%d: answered by %q with lane header %q, want lane %q", c.name, i,
-				reply.Backend(), reply.RequestHeader(laneHeader), c.want)
+		case reply.Backend() != c.wantBackend() || reply.RequestHeader(laneHeader) != c.want:
+			res.fail("%s #%d: answered by %q with lane header %q, want %q with %q", c.name, i,
+				reply.Backend(), reply.RequestHeader(laneHeader), c.wantBackend(), c.want)
 		default:
 			res.ok(reply.Backend(), took)
 		}
