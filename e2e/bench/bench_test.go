@@ -433,7 +433,11 @@ func traefikVersion(bin string) string {
 }
 
 // sourceRevision names the commit measured and whether the plugin source differed from it.
+// BENCH_SOURCE, when set, says it instead (for a run in an exported snapshot).
 func sourceRevision() string {
+	if s := os.Getenv("BENCH_SOURCE"); s != "" {
+		return s
+	}
 	root := harness.RepoRoot()
 	rev, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
 	if err != nil {
