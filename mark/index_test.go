@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"math/rand"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -180,6 +181,30 @@ func TestIndexKeepsFirstMatch(t *testing.T) {
 			if got := serve(h, r.build()).Header().Get("X-Rule"); got != want {
 				t.Fatalf("config %d: rules %+v\nrequest %+v: matched %q, want %q", c, cfg.Rules, r, got, want)
 			}
+		}
+	}
+}
+
+// TestQueryLikeParseQuery checks query conditions against url.ParseQuery on random raw queries,
+// with and without escapes.
+func TestQueryLikeParseQuery(t *testing.T) {
+	parts := []string{"q=1", "q=1;x", "q", "q=", "%71=2", "q=a+b", "q=%41", "x;q=3", "", "q=%zz", "qq=1", "aq=2", "q%=1", "b=q", "+q=4"}
+	rnd := rand.New(rand.NewSource(2))
+	for k := 0; k < 300; k++ {
+		var raw []string
+		for n := rnd.Intn(4); n >= 0; n-- {
+			raw = append(raw, pick(rnd, parts))
+		}
+		query := strings.Join(raw, "&")
+		values, _ := url.ParseQuery(query)
+		want := "-"
+		rule := mark.Rule{Name: "any", Lane: "any", Query: map[string]string{"q": "*"}}
+		if v, ok := values["q"]; ok {
+			want = "exact"
+			rule = mark.Rule{Name: "exact", Lane: "exact", Query: map[string]string{"q": v[0]}}
+		}
+		if got := laneOf(newMark(t, config(rule)), request{target: "/?" + query}); got != want {
+			t.Errorf("query %q: lane %q, want %q", query, got, want)
 		}
 	}
 }

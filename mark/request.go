@@ -161,17 +161,23 @@ const ows = " \t\n\r"
 const cookieValueBytes = " !#$%&'()*+,-./0123456789:<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`abcdefghijklmnopqrstuvwxyz{|}~"
 
 // cookieValue returns the value of the first valid cookie called name in the Cookie headers,
-// found like net/http's Request.Cookie finds it but without allocating.
+// found like net/http's Request.Cookie finds it but without allocating. Only the pairs that hold
+// name are looked at.
 func cookieValue(h http.Header, name string) (string, bool) {
 	lines := h["Cookie"]
 	for i := 0; i < len(lines); i++ {
-		if !strings.Contains(lines[i], name) {
-			continue // a line that does not hold name has no such cookie
-		}
-		for line := lines[i]; line != ""; {
-			var key, value string
-			key, value, line = cutCookie(line)
-			if key != name {
+		for rest := lines[i]; rest != ""; {
+			pair, next, ok := nextPairWith(rest, name, ';')
+			if !ok {
+				break
+			}
+			rest = next
+			pair = strings.Trim(pair, ows)
+			key, value := pair, ""
+			if j := strings.IndexByte(pair, '='); j >= 0 {
+				key, value = pair[:j], pair[j+1:]
+			}
+			if strings.Trim(key, ows) != name {
 				continue
 			}
 			if value, ok := cookieText(value); ok {
@@ -182,20 +188,20 @@ func cookieValue(h http.Header, name string) (string, bool) {
 	return "", false
 }
 
-// cutCookie cuts the first "name=value" pair off a Cookie header line and returns its name, its
-// raw value and the rest of the line.
+// nextPairWith returns the first sep-separated pair of s that holds name, the rest of s after that
+// pair, and whether there was one.
 // (No named results here: Yaegi does not reset them between calls.)
-func cutCookie(line string) (string, string, string) {
-	part, rest := line, ""
-	if j := strings.IndexByte(line, ';'); j >= 0 {
-		part, rest = line[:j], line[j+1:]
+func nextPairWith(s, name string, sep byte) (string, string, bool) {
+	j := strings.Index(s, name)
+	if j < 0 {
+		return "", "", false
 	}
-	part = strings.Trim(part, ows)
-	name, value := part, ""
-	if j := strings.IndexByte(part, '='); j >= 0 {
-		name, value = part[:j], part[j+1:]
+	start := strings.LastIndexByte(s[:j], sep) + 1
+	end := strings.IndexByte(s[j:], sep)
+	if end < 0 {
+		return s[start:], "", true
 	}
-	return strings.Trim(name, ows), value, rest
+	return s[start : j+end], s[j+end+1:], true
 }
 
 // cookieText unquotes a cookie value and checks its bytes, as net/http does; it reports false for
@@ -208,11 +214,31 @@ func cookieText(v string) (string, bool) {
 }
 
 // queryValue returns the first value of the query parameter name in rawQuery, found like
-// url.ParseQuery finds it but allocating only to unescape.
+// url.ParseQuery finds it but allocating only to unescape. Without escapes in rawQuery, only the
+// pairs that hold name are looked at.
 func queryValue(rawQuery, name string) (string, bool) {
-	if !strings.Contains(rawQuery, name) && strings.IndexAny(rawQuery, "%+") < 0 {
-		return "", false // without escapes, a query that does not hold name has no such parameter
+	if strings.IndexAny(rawQuery, "%+") >= 0 {
+		return escapedQueryValue(rawQuery, name)
 	}
+	for rest := rawQuery; rest != ""; {
+		pair, next, ok := nextPairWith(rest, name, '&')
+		if !ok {
+			break
+		}
+		rest = next
+		key, value := pair, ""
+		if j := strings.IndexByte(pair, '='); j >= 0 {
+			key, value = pair[:j], pair[j+1:]
+		}
+		if key == name && strings.IndexByte(pair, ';') < 0 {
+			return value, true
+		}
+	}
+	return "", false
+}
+
+// escapedQueryValue is queryValue for a query with escapes: every pair is unescaped and compared.
+func escapedQueryValue(rawQuery, name string) (string, bool) {
 	for rawQuery != "" {
 		var key, raw string
 		var ok bool

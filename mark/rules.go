@@ -255,10 +255,11 @@ func newPairs(kind int, m map[string]string, fields *fieldTable) ([]pair, error)
 }
 
 // matchRule reports whether every condition of r holds for the request of d. It is one loop and
-// one switch, because every call and field test costs under Yaegi.
+// one switch of one call or comparison each: under Yaegi, every call allocates a slot for each
+// expression of the called function, whichever branch runs.
 func matchRule(r *rule, d *decision) bool {
-	for i := 0; i < len(r.checks); i++ {
-		ok := false
+	ok := true
+	for i := 0; i < len(r.checks) && ok; i++ {
 		switch r.checks[i] {
 		case checkWindow:
 			ok = inWindow(&r.window, clock(d))
@@ -273,25 +274,36 @@ func matchRule(r *rule, d *decision) bool {
 		case checkPairs:
 			ok = allAccept(r.pairs, d)
 		case checkSourceIPs:
-			ip, found := peerIP(d.req)
-			ok = found && inIPSet(r.sourceIPs, ip)
+			ok = fromSourceIPs(r, d)
 		case checkUsers:
 			_, ok = r.users[userID(d)]
 		case checkVersions:
-			v, found := clientVersion(d)
-			ok = found && matchConstraint(r.versions, v)
+			ok = matchVersions(r, d)
 		case checkPercent:
-			threshold := r.threshold
-			if len(r.ramp) > 0 {
-				threshold = rampThreshold(r.ramp, clock(d))
-			}
-			ok = inBucket(d, r.salt, threshold)
-		}
-		if !ok {
-			return false
+			ok = matchPercent(r, d)
 		}
 	}
-	return true
+	return ok
+}
+
+// fromSourceIPs reports whether the request of d comes from one of the source networks of r.
+func fromSourceIPs(r *rule, d *decision) bool {
+	ip, found := peerIP(d.req)
+	return found && inIPSet(r.sourceIPs, ip)
+}
+
+// matchVersions reports whether the request of d has a version that satisfies the constraint of r.
+func matchVersions(r *rule, d *decision) bool {
+	v, found := clientVersion(d)
+	return found && matchConstraint(r.versions, v)
+}
+
+// matchPercent reports whether the request of d falls in the percentage of r, or of its ramp.
+func matchPercent(r *rule, d *decision) bool {
+	if len(r.ramp) > 0 {
+		return inBucket(d, r.salt, rampThreshold(r.ramp, clock(d)))
+	}
+	return inBucket(d, r.salt, r.threshold)
 }
 
 // allAccept reports whether the request of d satisfies every pair.

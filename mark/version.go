@@ -130,16 +130,13 @@ func validIdentifiers(s string) bool {
 
 // compareVersions returns -1, 0 or 1 as a sorts before, with or after b.
 func compareVersions(a, b *version) int {
-	if c := compareNumbers(a.major, b.major); c != 0 {
-		return c
+	if a.major == b.major && a.minor == b.minor && a.patch == b.patch {
+		return comparePre(a.pre, b.pre)
 	}
-	if c := compareNumbers(a.minor, b.minor); c != 0 {
-		return c
+	if a.major < b.major || a.major == b.major && (a.minor < b.minor || a.minor == b.minor && a.patch < b.patch) {
+		return -1
 	}
-	if c := compareNumbers(a.patch, b.patch); c != 0 {
-		return c
-	}
-	return comparePre(a.pre, b.pre)
+	return 1
 }
 
 // compareNumbers returns -1, 0 or 1 as a is less than, equal to or greater than b.
@@ -390,27 +387,29 @@ func allMatch(terms []term, v *version) bool {
 	return true
 }
 
-// matchTerm reports whether v satisfies t.
+// matchTerm reports whether v satisfies t. (Few calls and expressions: under Yaegi, each costs.)
 func matchTerm(t *term, v *version) bool {
+	if t.op == opAny || t.op == opNone {
+		return t.op == opAny
+	}
+	c := compareVersions(v, &t.a)
 	switch t.op {
-	case opAny:
-		return true
 	case opEQ:
-		return compareVersions(v, &t.a) == 0
+		return c == 0
 	case opNE:
-		return compareVersions(v, &t.a) != 0
+		return c != 0
 	case opGT:
-		return compareVersions(v, &t.a) > 0
+		return c > 0
 	case opGE:
-		return compareVersions(v, &t.a) >= 0
+		return c >= 0
 	case opLT:
-		return compareVersions(v, &t.a) < 0
+		return c < 0
 	case opLE:
-		return compareVersions(v, &t.a) <= 0
+		return c <= 0
 	case opIn:
-		return compareVersions(v, &t.a) >= 0 && compareVersions(v, &t.b) < 0
+		return c >= 0 && compareVersions(v, &t.b) < 0
 	case opOut:
-		return compareVersions(v, &t.a) < 0 || compareVersions(v, &t.b) >= 0
+		return c < 0 || compareVersions(v, &t.b) >= 0
 	}
 	return false
 }
