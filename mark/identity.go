@@ -44,11 +44,17 @@ func newIdentitySource(id Identity) identitySource {
 }
 
 // lookupIdentity returns the user ID of req, or "" when it has none. A source whose value is empty or
-// longer than maxIDLen bytes is skipped.
+// longer than maxIDLen bytes is skipped. The header, the usual source, is read here; the others in
+// a function of their own, so that (under Yaegi) a request with the header does not pay for them.
 func lookupIdentity(s *identitySource, req *http.Request) string {
 	if values := req.Header[s.header]; len(values) > 0 && validID(values[0]) {
 		return values[0]
 	}
+	return identityBeyondHeader(s, req)
+}
+
+// identityBeyondHeader returns the user ID of req from the cookie, query or JWT claim source.
+func identityBeyondHeader(s *identitySource, req *http.Request) string {
 	if s.cookie != "" {
 		if v, _ := cookieValue(req.Header, s.cookie); validID(v) {
 			return v

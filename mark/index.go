@@ -197,20 +197,21 @@ func candidates(ix *ruleIndex, d *decision, mask []uint64) {
 			orMask(mask, m)
 		}
 	}
+	if ix.fields != nil {
+		addFields(ix, d, mask)
+	}
+}
+
+// addFields adds to mask the rules filed under the values of the request's headers, cookies and
+// query parameters, and keeps those values for the rules' checks.
+func addFields(ix *ruleIndex, d *decision, mask []uint64) {
 	for i := 0; i < len(ix.fields); i++ {
-		f := &ix.fields[i]
-		var v string
-		var ok bool
-		if f.field.kind == fromHeader {
-			var values []string
-			values, ok = req.Header[f.field.name]
-			if len(values) > 0 {
-				v = values[0]
-			}
-		} else {
-			v, ok = fieldValue(d, &f.field)
+		f := &ix.fields[i].field
+		v, ok := lookup(d.req, f.kind, f.name)
+		if f.slot >= 0 {
+			d.values[f.slot], d.found[f.slot], d.resolved[f.slot] = v, ok, true
 		}
-		if m := f.values[v]; ok && m != nil {
+		if m := ix.fields[i].values[v]; ok && m != nil {
 			orMask(mask, m)
 		}
 	}

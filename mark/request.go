@@ -131,7 +131,10 @@ func lookup(req *http.Request, kind int, name string) (string, bool) {
 	switch kind {
 	case fromHeader:
 		values, ok := req.Header[name]
-		return firstOf(values), ok
+		if len(values) == 0 {
+			return "", ok
+		}
+		return values[0], ok
 	case fromCookie:
 		return cookieValue(req.Header, name)
 	}
