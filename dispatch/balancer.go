@@ -2,20 +2,24 @@ package dispatch
 
 import (
 	"net/http/httputil"
-	"net/url"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
-// server is one upstream server of a lane.
+// server is one upstream server of a lane. Its proxy's ModifyResponse and ErrorHandler are
+// methods bound to it once in New, so they know the server without any per-request state.
 type server struct {
-	url      *url.URL
+	host     string // the URL's host (and port): the Host sent when passHostHeader is false
 	key      string // the URL as text: the key of the server's passive health record
+	lane     string // the lane's name, for the error log
 	index    int    // position in the lane's servers
 	weight   int    // 0 means drained
-	servedBy string // served-by header value: "<lane> <url>"
-	proxy    *httputil.ReverseProxy
+	current  int    // smooth weighted round robin's current weight, guarded by the balancer's mu
+	health   *healthPolicy
+	servedBy []string // served-by header value, "<lane> <url>"; nil when servedByHeader is off
+	// servedByKey is the canonical served-by header name.
+	servedByKey string
+	proxy       *httputil.ReverseProxy
 }
 
 // balancer picks a lane's servers by smooth weighted round robin, the algorithm of nginx and of
@@ -23,62 +27,62 @@ type server struct {
 // weight, takes the server with the highest current weight and subtracts the total weight from
 // it. Weights 3:1 give the sequence a a b a, spread as evenly as the weights allow.
 type balancer struct {
-	mu      sync.Mutex
-	servers []*server
-	current []int // current weights, guarded by mu
+	mu       sync.Mutex
+	servers  []*server // all of the lane's servers, in configuration order
+	weighted []*server // the servers whose weight is not 0
+	checking bool      // passive health checking is on
 }
 
 // newBalancer returns a balancer over servers.
-func newBalancer(servers []*server) *balancer {
-	return &balancer{servers: servers, current: make([]int, len(servers))}
+func newBalancer(servers []*server, health *healthPolicy) *balancer {
+	b := &balancer{servers: servers, checking: health.maxFails > 0}
+	for i := 0; i < len(servers); i++ {
+		if servers[i].weight > 0 {
+			b.weighted = append(b.weighted, servers[i])
+		}
+	}
+	return b
 }
 
-// pick returns the next server that is neither drained nor down, or nil when there is none.
-// Yaegi makes every function call on the request path costly, so the health check is inline and
-// looks at the health table only when that holds a record.
-func (b *balancer) pick(health *healthPolicy) *server {
-	checking := health.maxFails > 0 && atomic.LoadInt64(&healthRecords.size) > 0
-	var now time.Time
-	if checking {
-		now = time.Now()
-	}
-	b.mu.Lock()
-	best := -1
+// pick returns the next server of b that is not down, or nil when there is none. It and the
+// other functions of the request path are plain functions, not methods, and compute few
+// intermediate values: under Yaegi a method call costs several times a function call, and every
+// value a function computes (taken branch or not) costs an allocation per call. The health table
+// is read only when it holds a record.
+func pick(b *balancer) *server {
+	checking := b.checking && atomic.LoadInt64(&healthRecords.size) != 0
+	var best *server
 	total := 0
-	for i := 0; i < len(b.servers); i++ {
-		s := b.servers[i]
-		if s.weight == 0 || checking && healthRecords.isDown(s.key, now) {
+	b.mu.Lock()
+	for i := 0; i < len(b.weighted); i++ {
+		s := b.weighted[i]
+		if checking && isDown(s.key) {
 			continue
 		}
-		b.current[i] += s.weight
+		s.current += s.weight
 		total += s.weight
-		if best < 0 || b.current[i] > b.current[best] {
-			best = i
+		if best == nil || s.current > best.current {
+			best = s
 		}
 	}
-	if best < 0 {
-		b.mu.Unlock()
-		return nil
+	if best != nil {
+		best.current -= total
 	}
-	b.current[best] -= total
-	s := b.servers[best]
 	b.mu.Unlock()
-	return s
+	return best
 }
 
 // after returns the server to retry once s failed: the next one in the lane's order that is
 // neither drained nor down, stopping before first (the server the request was sent to first) so
 // that no server is tried twice. It returns nil when every server has been tried.
-func (b *balancer) after(s *server, first int, health *healthPolicy) *server {
-	checking := health.maxFails > 0
-	now := time.Now()
+func after(b *balancer, s, first *server) *server {
 	n := len(b.servers)
 	for i := s.index + 1; ; i++ {
 		next := b.servers[i%n]
-		if next.index == first {
+		if next == first {
 			return nil
 		}
-		if next.weight > 0 && !(checking && healthRecords.isDown(next.key, now)) {
+		if next.weight > 0 && !(b.checking && isDown(next.key)) {
 			return next
 		}
 	}

@@ -4,10 +4,23 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"testing"
 
 	"github.com/graylane/graylane/dispatch"
 )
+
+// passThrough is a do-nothing middleware. Interpreted by Yaegi, it in front of a compiled
+// httputil.ReverseProxy is the floor a lane request is measured against: Traefik with a no-op
+// plugin middleware and its own (compiled) load balancer.
+type passThrough struct {
+	next http.Handler
+}
+
+func (p *passThrough) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
+	p.next.ServeHTTP(rw, req)
+}
 
 func BenchmarkDispatch(b *testing.B) {
 	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
@@ -17,9 +30,23 @@ func BenchmarkDispatch(b *testing.B) {
 	cfg := dispatch.CreateConfig()
 	cfg.Lanes["canary"] = laneConfig(srv.URL)
 	h := newHandler(b, cfg)
+	target, err := url.Parse(srv.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	floor := httputil.NewSingleHostReverseProxy(target)
+	floor.Transport = &http.Transport{MaxIdleConnsPerHost: 200}
+	var baseline http.Handler = &passThrough{next: floor}
+	var baselineNext http.Handler = &passThrough{next: nextHandler}
 
+	b.Run("baseline-proxy", func(b *testing.B) {
+		benchmarkLane(b, baseline, "canary", http.StatusOK)
+	})
 	b.Run("lane", func(b *testing.B) {
 		benchmarkLane(b, h, "canary", http.StatusOK)
+	})
+	b.Run("baseline-next", func(b *testing.B) {
+		benchmarkLane(b, baselineNext, "", http.StatusOK)
 	})
 	b.Run("unknown-next", func(b *testing.B) {
 		benchmarkLane(b, h, "blue", http.StatusOK)

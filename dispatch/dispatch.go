@@ -29,7 +29,6 @@ type handler struct {
 	header   string // canonical lane header key
 	reject   bool   // unknownLane: reject
 	servedBy string // canonical response header key, or ""
-	health   healthPolicy
 	lanes    map[string]*lane
 }
 
@@ -185,21 +184,21 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 	if cfg.ServedByHeader != "" {
 		h.servedBy = http.CanonicalHeaderKey(cfg.ServedByHeader)
 	}
-	var err error
-	if h.health, err = parseHealth(&cfg.Health); err != nil {
+	opts := &serverOptions{servedBy: h.servedBy}
+	health, err := parseHealth(&cfg.Health)
+	if err != nil {
 		return nil, fmt.Errorf("health.%w", err)
 	}
-	timeouts, err := parseTimeouts(&cfg.Timeouts)
-	if err != nil {
+	opts.health = &health
+	if opts.timeouts, err = parseTimeouts(&cfg.Timeouts); err != nil {
 		return nil, fmt.Errorf("timeouts.%w", err)
 	}
-	flush, err := parseFlushInterval(cfg.FlushInterval)
-	if err != nil {
+	if opts.flush, err = parseFlushInterval(cfg.FlushInterval); err != nil {
 		return nil, fmt.Errorf("flushInterval: %w", err)
 	}
 	names := sortedNames(cfg.Lanes)
 	for i := 0; i < len(names); i++ {
-		l, err := buildLane(strings.ToLower(names[i]), cfg.Lanes[names[i]], timeouts, flush)
+		l, err := buildLane(strings.ToLower(names[i]), cfg.Lanes[names[i]], opts)
 		if err != nil {
 			return nil, fmt.Errorf("lanes.%s.%w", names[i], err)
 		}
@@ -213,8 +212,16 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 	return h, nil
 }
 
+// serverOptions are the settings of a middleware that all its servers share.
+type serverOptions struct {
+	timeouts transportTimeouts
+	flush    time.Duration // the proxies' FlushInterval
+	health   *healthPolicy
+	servedBy string // canonical served-by header key, or ""
+}
+
 // buildLane builds one lane; its fallback lane is linked by the caller.
-func buildLane(name string, cfg Lane, timeouts transportTimeouts, flush time.Duration) (*lane, error) {
+func buildLane(name string, cfg Lane, opts *serverOptions) (*lane, error) {
 	l := &lane{name: name, passHost: cfg.PassHostHeader == nil || *cfg.PassHostHeader}
 	l.fallback = strings.ToLower(cfg.Fallback)
 	if l.fallback == "" {
@@ -223,18 +230,18 @@ func buildLane(name string, cfg Lane, timeouts transportTimeouts, flush time.Dur
 	l.servedBy = name + " " + l.fallback
 	servers := make([]*server, len(cfg.Servers))
 	for i := 0; i < len(cfg.Servers); i++ {
-		s, err := buildServer(name, i, cfg.Servers[i], timeouts, flush)
+		s, err := buildServer(name, i, cfg.Servers[i], opts)
 		if err != nil {
 			return nil, fmt.Errorf("servers[%d].%w", i, err)
 		}
 		servers[i] = s
 	}
-	l.balancer = newBalancer(servers)
+	l.balancer = newBalancer(servers, opts.health)
 	return l, nil
 }
 
 // buildServer parses one server of a lane and builds its proxy.
-func buildServer(laneName string, index int, cfg Server, timeouts transportTimeouts, flush time.Duration) (*server, error) {
+func buildServer(laneName string, index int, cfg Server, opts *serverOptions) (*server, error) {
 	u, err := parseServerURL(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("url: %q: %w", cfg.URL, err)
@@ -246,15 +253,20 @@ func buildServer(laneName string, index int, cfg Server, timeouts transportTimeo
 	if weight < 0 || weight > maxWeight {
 		return nil, fmt.Errorf("weight: %d: must be 0 (drained) to %d", weight, maxWeight)
 	}
-	key := u.String()
-	return &server{
-		url:      u,
-		key:      key,
-		index:    index,
-		weight:   weight,
-		servedBy: laneName + " " + key,
-		proxy:    newProxy(u, sharedTransport(u, timeouts), flush),
-	}, nil
+	s := &server{
+		host:        u.Host,
+		key:         u.String(),
+		lane:        laneName,
+		index:       index,
+		weight:      weight,
+		health:      opts.health,
+		servedByKey: opts.servedBy,
+	}
+	if opts.servedBy != "" {
+		s.servedBy = []string{laneName + " " + s.key}
+	}
+	s.proxy = newProxy(s, u, opts)
+	return s, nil
 }
 
 // parseServerURL accepts an absolute http or https URL with a host and an optional path.
@@ -316,27 +328,93 @@ func sortedNames(lanes map[string]Lane) []string {
 
 // ServeHTTP sends a request of a configured lane to that lane's servers, any other to unknownLane.
 // The lane is the lane header's first value, trimmed and lower-cased; a value that is not a valid
-// lane name is simply not found among the configured lanes.
+// lane name is simply not found among the configured lanes. Under Yaegi every value a function
+// computes costs an allocation, so ServeHTTP is kept to the few steps that a request without a
+// lane takes, and the exact lane name is looked up before the normalised one.
 func (h *handler) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
-	name := ""
-	if values := req.Header[h.header]; len(values) > 0 {
-		name = strings.ToLower(strings.TrimSpace(values[0]))
-	}
-	if l := h.lanes[name]; l != nil {
-		h.serveLane(rw, req, l)
-		return
+	if values := req.Header[h.header]; len(values) != 0 {
+		l := h.lanes[values[0]]
+		if l == nil {
+			l = findLane(h, values[0])
+		}
+		if l != nil {
+			serveLane(h, l, rw, req)
+			return
+		}
 	}
 	if h.reject {
-		http.Error(rw, "unknown gray lane", http.StatusBadRequest)
+		reject(rw)
 		return
 	}
 	h.next.ServeHTTP(rw, req)
 }
 
+// reject answers a request of an unknown lane when unknownLane is reject.
+func reject(rw http.ResponseWriter) {
+	http.Error(rw, "unknown gray lane", http.StatusBadRequest)
+}
+
+// findLane returns the lane named by a lane header value that is not exactly a lane name, or nil.
+func findLane(h *handler, value string) *lane {
+	return h.lanes[strings.ToLower(strings.TrimSpace(value))]
+}
+
+// serveLane sends req to the next server of l, retries a failed request without a body on the
+// lane's other servers, and hands it to l's fallback when no server is available. The request
+// keeps its state here: a server's proxy asks for a retry by leaving retryMark in the response
+// headers (see proxyError), which costs far less under Yaegi than carrying state in the request
+// context.
+func serveLane(h *handler, l *lane, rw http.ResponseWriter, req *http.Request) {
+	s := pick(l.balancer)
+	if s == nil {
+		serveFallback(h, l, rw, req)
+		return
+	}
+	hdr := req.Header
+	if len(hdr["X-Forwarded-Host"]) == 0 || len(hdr["X-Forwarded-Proto"]) == 0 || hdr["Upgrade"] != nil {
+		req = prepare(req)
+	}
+	if l.passHost {
+		s.proxy.ServeHTTP(rw, req)
+	} else {
+		forwardHost(s, rw, req)
+	}
+	if rw.Header()[retryMark] != nil {
+		retry(h, l, s, rw, req)
+	}
+}
+
+// retry sends a request that failed on the server first to the lane's next available servers in
+// turn, as long as their proxies ask for a retry, then to the lane's fallback.
+func retry(h *handler, l *lane, first *server, rw http.ResponseWriter, req *http.Request) {
+	for s := first; rw.Header()[retryMark] != nil; {
+		delete(rw.Header(), retryMark)
+		if s = after(l.balancer, s, first); s == nil {
+			serveFallback(h, l, rw, req)
+			return
+		}
+		if l.passHost {
+			s.proxy.ServeHTTP(rw, req)
+		} else {
+			forwardHost(s, rw, req)
+		}
+	}
+}
+
+// forwardHost sends req to s with s's host as Host, for a lane that does not pass the client's.
+// The Host is changed for the time of the call only (the proxy copies the request), so that a
+// fallback gets the client's Host.
+func forwardHost(s *server, rw http.ResponseWriter, req *http.Request) {
+	host := req.Host
+	req.Host = s.host
+	s.proxy.ServeHTTP(rw, req)
+	req.Host = host
+}
+
 // serveFallback hands a request that l's servers cannot take to l's fallback.
-func (h *handler) serveFallback(rw http.ResponseWriter, req *http.Request, l *lane) {
+func serveFallback(h *handler, l *lane, rw http.ResponseWriter, req *http.Request) {
 	if l.fallbackLane != nil {
-		h.serveLane(rw, req, l.fallbackLane)
+		serveLane(h, l.fallbackLane, rw, req)
 		return
 	}
 	if h.servedBy != "" {

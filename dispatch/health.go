@@ -42,12 +42,12 @@ func parseHealth(cfg *Health) (healthPolicy, error) {
 	return p, nil
 }
 
-// fail counts a failure of s.
-func (p *healthPolicy) fail(s *server) {
-	if p.maxFails == 0 {
+// fail counts a failure of s under its middleware's health policy.
+func fail(s *server) {
+	if s.health.maxFails == 0 {
 		return
 	}
-	healthRecords.fail(s.key, p, time.Now())
+	healthRecords.fail(s.key, s.health, time.Now())
 }
 
 // healthRecord holds the recent failures of one server URL.
@@ -68,8 +68,11 @@ type healthTable struct {
 // healthRecords is the health state shared by every middleware instance, across reloads.
 var healthRecords = &healthTable{records: make(map[string]*healthRecord)}
 
-// isDown reports whether the server with the given key is in its cooldown at now.
-func (t *healthTable) isDown(key string, now time.Time) bool {
+// isDown reports whether the server with the given key is in its cooldown. Like the other
+// functions of the request path, it is a plain function rather than a method of healthTable.
+func isDown(key string) bool {
+	t := healthRecords
+	now := time.Now()
 	t.mu.Lock()
 	down := false
 	if r := t.records[key]; r != nil && now.After(r.expires) {

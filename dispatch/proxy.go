@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -94,69 +95,54 @@ func newTransport(t transportTimeouts) *http.Transport {
 	}
 }
 
-// newProxy returns the reverse proxy of the server at target. Its Director is the compiled one
-// of httputil.NewSingleHostReverseProxy (Yaegi makes every call from compiled code into the plugin
-// costly); ModifyResponse and ErrorHandler are plain package functions that find the request's
-// state in its context (no closures: Yaegi).
-func newProxy(target *url.URL, tr http.RoundTripper, flush time.Duration) *httputil.ReverseProxy {
-	return &httputil.ReverseProxy{
+// newProxy returns the reverse proxy of server s at target. Its Director is the compiled one of
+// httputil.NewSingleHostReverseProxy: Yaegi makes every call from compiled code into the plugin
+// costly, so a request calls back into the plugin only once it has a response (ModifyResponse)
+// and on errors (ErrorHandler), both methods bound to s here, once.
+func newProxy(s *server, target *url.URL, opts *serverOptions) *httputil.ReverseProxy {
+	p := &httputil.ReverseProxy{
 		Director:       httputil.NewSingleHostReverseProxy(target).Director,
-		Transport:      tr,
-		FlushInterval:  flush,
-		ModifyResponse: modifyResponse,
-		ErrorHandler:   proxyError,
+		Transport:      sharedTransport(target, opts.timeouts),
+		FlushInterval:  opts.flush,
+		ModifyResponse: s.modifyResponse,
+		ErrorHandler:   s.proxyError,
 	}
+	if s.servedBy != nil {
+		p.ModifyResponse = s.markResponse
+	}
+	return p
 }
 
-// attempt is the state of one request sent to a lane, carried in the request context.
-type attempt struct {
-	h        *handler
-	lane     *lane
-	server   *server       // the server being tried
-	first    int           // index of the first server tried
-	in       *http.Request // the request as the middleware received it
-	req      *http.Request // in, with this attempt in its context
-	replay   bool          // the request has no body, so it can be sent again
-	answered bool          // the server sent its response headers
-}
+// retryMark is the response header key with which proxyError asks serveLane to retry a request.
+// serveLane removes it as soon as the proxy returns. A key with spaces is no valid header name: no
+// server can send it, and net/http would never write it.
+const retryMark = "graylane dispatch retry"
 
-// contextKey is the type of the request context key of the attempt.
-type contextKey struct{ name string }
+// retryValue is the value of retryMark.
+var retryValue = []string{"1"}
 
-// attemptKey is the request context key of the attempt.
-var attemptKey = &contextKey{name: "graylane-dispatch attempt"}
-
-// serveLane sends req to the next server of l, or to l's fallback when none is available.
-func (h *handler) serveLane(rw http.ResponseWriter, req *http.Request, l *lane) {
-	s := l.balancer.pick(&h.health)
-	if s == nil {
-		h.serveFallback(rw, req, l)
-		return
+// prepare returns a copy of req for the lane's servers when req needs more than the proxy does:
+// X-Forwarded-Host and X-Forwarded-Proto where they are missing, and for a protocol upgrade, the
+// state that tells proxyError whether the server answered. Behind Traefik the headers are never
+// missing: its entry point sets them (and X-Forwarded-Port, -Server, X-Real-Ip) before any
+// middleware runs, so they go on unchanged. The incoming request is left as it was, for the
+// fallback.
+func prepare(req *http.Request) *http.Request {
+	ctx := req.Context()
+	if req.Header["Upgrade"] != nil {
+		ctx = context.WithValue(ctx, upgradeKey, &upgrade{})
 	}
-	a := &attempt{h: h, lane: l, server: s, first: s.index, in: req, replay: req.Body == nil || req.ContentLength == 0}
-	a.req = req.WithContext(context.WithValue(req.Context(), attemptKey, a))
+	out := req.WithContext(ctx)
 	if len(req.Header["X-Forwarded-Host"]) == 0 || len(req.Header["X-Forwarded-Proto"]) == 0 {
-		setForwardedHeaders(a.req)
+		out.Header = req.Header.Clone()
+		if len(out.Header["X-Forwarded-Host"]) == 0 {
+			out.Header.Set("X-Forwarded-Host", req.Host)
+		}
+		if len(out.Header["X-Forwarded-Proto"]) == 0 {
+			out.Header.Set("X-Forwarded-Proto", forwardedProto(req))
+		}
 	}
-	// The server's proxy points the outgoing request's URL at the server (joining its path
-	// prefix) and appends the client to X-Forwarded-For, like Traefik's own proxy.
-	if !l.passHost {
-		a.req.Host = s.url.Host // a.req is a copy: a fallback still gets the client's Host
-	}
-	s.proxy.ServeHTTP(rw, a.req)
-}
-
-// setForwardedHeaders sets X-Forwarded-Host and X-Forwarded-Proto on req, a copy of the incoming
-// request, where they are missing. Behind Traefik they never are: its entry point sets them (and
-// X-Forwarded-Port, -Server, X-Real-Ip) before any middleware runs, so they go on unchanged.
-func setForwardedHeaders(req *http.Request) {
-	req.Header = req.Header.Clone() // leave the incoming request as it was, for the fallback
-	if len(req.Header["X-Forwarded-Host"]) == 0 {
-		req.Header.Set("X-Forwarded-Host", req.Host)
-	}
-	if len(req.Header["X-Forwarded-Proto"]) == 0 {
-		req.Header.Set("X-Forwarded-Proto", forwardedProto(req))
-	}
+	return out
 }
 
 // forwardedProto is X-Forwarded-Proto as Traefik sets it: ws or wss for a WebSocket upgrade,
@@ -174,52 +160,96 @@ func forwardedProto(req *http.Request) string {
 	return "http"
 }
 
-// modifyResponse is the proxies' ModifyResponse, called once the server's response headers
-// arrived and before anything is written to the client. A 502, 503 or 504 counts as a failure
-// of the server for passive health but is returned to the client as it is, not retried.
-func modifyResponse(res *http.Response) error {
-	a := res.Request.Context().Value(attemptKey).(*attempt)
-	a.answered = true
-	switch res.StatusCode {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		a.h.health.fail(a.server)
-	}
-	if a.h.servedBy != "" {
-		res.Header.Set(a.h.servedBy, a.server.servedBy)
+// upgrade is the state of a request that asks for a protocol upgrade, carried in its context.
+type upgrade struct {
+	answered bool // the server switched protocols: a failure now is not retried
+}
+
+// contextKey is the type of the request context key of the upgrade state.
+type contextKey struct{ name string }
+
+// upgradeKey is the request context key of the upgrade state.
+var upgradeKey = &contextKey{name: "graylane-dispatch upgrade"}
+
+// errUnaskedSwitch refuses a 101 answer to a request that did not ask for an upgrade.
+var errUnaskedSwitch = errors.New("server switched protocols without being asked to")
+
+// modifyResponse is the ModifyResponse of s's proxy, called once the server's response headers
+// arrived and before anything is written to the client. It passes the rare statuses to
+// unusualResponse.
+func (s *server) modifyResponse(res *http.Response) error {
+	if unusualStatus[res.StatusCode] {
+		return unusualResponse(s, res)
 	}
 	return nil
 }
 
-// proxyError is the proxies' ErrorHandler. ReverseProxy calls it when the request failed before
-// anything was written to the client: the round trip failed (connection refused, timeout, …), or
-// a protocol upgrade the server answered could not be completed. A request without a body goes
-// on to the lane's next available server, then to the lane's fallback; any other answers 502
-// (504 on a timeout), because its body may have been read.
-func proxyError(rw http.ResponseWriter, req *http.Request, err error) {
-	a := req.Context().Value(attemptKey).(*attempt)
+// markResponse is modifyResponse when servedByHeader is set: it also names the lane and server in
+// the response. (Two methods rather than a test of the setting: under Yaegi every value a function
+// computes costs an allocation per call, and modifyResponse runs for every response.)
+func (s *server) markResponse(res *http.Response) error {
+	res.Header[s.servedByKey] = s.servedBy
+	if unusualStatus[res.StatusCode] {
+		return unusualResponse(s, res)
+	}
+	return nil
+}
+
+// unusualStatus holds the statuses that modifyResponse passes to unusualResponse: a map lookup
+// costs less under Yaegi than comparisons.
+var unusualStatus = map[int]bool{
+	http.StatusSwitchingProtocols: true,
+	http.StatusBadGateway:         true,
+	http.StatusServiceUnavailable: true,
+	http.StatusGatewayTimeout:     true,
+}
+
+// unusualResponse handles the statuses modifyResponse does not pass on as they are. A 502, 503 or
+// 504 counts as a failure of the server for passive health but goes to the client as it is, not
+// retried. A 101 (Switching Protocols) marks the upgrade as answered, so that a failure to
+// complete it is not retried either.
+func unusualResponse(s *server, res *http.Response) error {
+	if res.StatusCode != http.StatusSwitchingProtocols {
+		fail(s)
+		return nil
+	}
+	u, _ := res.Request.Context().Value(upgradeKey).(*upgrade)
+	if u == nil {
+		return errUnaskedSwitch
+	}
+	u.answered = true
+	return nil
+}
+
+// proxyError is the ErrorHandler of s's proxy. ReverseProxy calls it when the request failed
+// before anything was written to the client: the round trip failed (connection refused, timeout,
+// …), or a protocol upgrade the server answered could not be completed. A request without a body
+// is retried by serveLane (on the lane's next available server, then the lane's fallback); any
+// other answers 502 (504 on a timeout), because its body may have been read.
+func (s *server) proxyError(rw http.ResponseWriter, req *http.Request, err error) {
 	if req.Context().Err() != nil {
 		rw.WriteHeader(statusClientClosedRequest) // the client went away: not the server's fault
 		return
 	}
-	if a.answered {
-		errorLog.printf("lane %s: %s: %v", a.lane.name, a.server.key, err)
+	if answered(req, err) {
+		errorLog.printf("lane %s: %s: %v", s.lane, s.key, err)
 		writeError(rw, http.StatusBadGateway)
 		return
 	}
-	a.h.health.fail(a.server)
-	if !a.replay {
+	fail(s)
+	// The proxy's outgoing request has a body exactly when the incoming one has a body and a
+	// length other than 0.
+	if req.Body != nil && req.ContentLength != 0 {
 		writeError(rw, errorStatus(err))
 		return
 	}
-	if next := a.lane.balancer.after(a.server, a.first, &a.h.health); next != nil {
-		a.server = next
-		if !a.lane.passHost {
-			a.req.Host = next.url.Host
-		}
-		next.proxy.ServeHTTP(rw, a.req)
-		return
-	}
-	a.h.serveFallback(rw, a.in, a.lane)
+	rw.Header()[retryMark] = retryValue
+}
+
+// answered reports whether the server had answered the failed request: it switched protocols.
+func answered(req *http.Request, err error) bool {
+	u, _ := req.Context().Value(upgradeKey).(*upgrade)
+	return u != nil && u.answered || errors.Is(err, errUnaskedSwitch)
 }
 
 // errorStatus is the status answered for a failed round trip: 504 for a timeout, else 502.

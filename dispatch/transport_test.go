@@ -39,7 +39,9 @@ func TestTransportsAreShared(t *testing.T) {
 
 	// Traefik builds a new instance on every reload and never closes the old ones. Instances
 	// for the same server address share one transport, so one keep-alive connection serves
-	// the requests of all of them, one after the other.
+	// the requests of all of them, one after the other. (A second one at most: the transport puts
+	// a connection back in its pool just after the response body ended, and under load the next
+	// request can come first.)
 	for i := 0; i < 100; i++ {
 		cfg := healthOff()
 		cfg.Lanes["canary"] = laneConfig(srv.URL, srv.URL+"/prefix")
@@ -48,8 +50,9 @@ func TestTransportsAreShared(t *testing.T) {
 			t.Fatalf("instance %d: status %d from %q", i, rec.Code, rec.Header().Get("X-Backend"))
 		}
 	}
-	if n := conns.count(); n != 1 {
-		t.Fatalf("100 instances opened %d connections to the server, want 1", n)
+	shared := conns.count()
+	if shared > 2 {
+		t.Fatalf("100 instances opened %d connections to the server, want 1", shared)
 	}
 
 	// Other timeouts make another transport.
@@ -57,7 +60,7 @@ func TestTransportsAreShared(t *testing.T) {
 	cfg.Timeouts.Dial = "1s"
 	cfg.Lanes["canary"] = laneConfig(srv.URL)
 	serve(newHandler(t, cfg), "canary")
-	if n := conns.count(); n != 2 {
-		t.Fatalf("%d connections, want 2", n)
+	if n := conns.count(); n != shared+1 {
+		t.Fatalf("%d connections, want %d", n, shared+1)
 	}
 }
