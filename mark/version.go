@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 )
 
 // version is a semantic version. Build metadata is dropped: it plays no part in ordering.
@@ -418,7 +419,28 @@ func matchTerm(t *term, v *version) bool {
 type versionSource struct {
 	header string // canonical header key, or ""
 	query  string
+	cache  *versionCache
 }
+
+// versionCache remembers the client versions one handler has parsed, so that the requests that
+// follow look them up instead: clients send few distinct versions, and parsing is dear under Yaegi.
+type versionCache struct {
+	mu      sync.RWMutex
+	entries map[string]parsedVersion
+}
+
+// parsedVersion is a client version text parsed; ok is false when it does not parse.
+type parsedVersion struct {
+	v  version
+	ok bool
+}
+
+// Bounds of the version cache: texts are cached up to maxCachedVersions of them, and only when
+// they are at most maxCachedVersionLen bytes long, so that odd clients cannot make it grow.
+const (
+	maxCachedVersions   = 1024
+	maxCachedVersionLen = 64
+)
 
 // validate checks the version source names.
 func (v *VersionSource) validate() error {
@@ -430,7 +452,7 @@ func (v *VersionSource) validate() error {
 
 // newVersionSource compiles the VersionSource configuration.
 func newVersionSource(v VersionSource) versionSource {
-	s := versionSource{query: v.Query}
+	s := versionSource{query: v.Query, cache: &versionCache{entries: map[string]parsedVersion{}}}
 	if v.Header != "" {
 		s.header = http.CanonicalHeaderKey(v.Header)
 	}
@@ -447,5 +469,24 @@ func lookupVersion(s *versionSource, req *http.Request) (version, bool) {
 	if text == "" && s.query != "" {
 		text, _ = queryValue(req.URL.RawQuery, s.query)
 	}
-	return parseVersion(text)
+	return parseCached(s.cache, text)
+}
+
+// parseCached parses a client version text, through the cache c.
+func parseCached(c *versionCache, text string) (version, bool) {
+	c.mu.RLock()
+	e, found := c.entries[text]
+	c.mu.RUnlock()
+	if found {
+		return e.v, e.ok
+	}
+	e.v, e.ok = parseVersion(text)
+	if len(text) <= maxCachedVersionLen {
+		c.mu.Lock()
+		if len(c.entries) < maxCachedVersions {
+			c.entries[text] = e
+		}
+		c.mu.Unlock()
+	}
+	return e.v, e.ok
 }

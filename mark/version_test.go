@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -232,5 +233,29 @@ func FuzzParseConstraint(f *testing.F) {
 func TestConstraintSeeds(t *testing.T) {
 	for _, s := range constraintSeeds {
 		checkConstraint(t, s, "2.3.4")
+	}
+}
+
+// TestVersionCache sends more distinct versions than the handler caches, each twice, then texts
+// that are too long to be cached or do not parse: the decisions do not depend on the cache.
+func TestVersionCache(t *testing.T) {
+	cfg := config(mark.Rule{Name: "new", Lane: "new", Versions: ">=2.0.0-0"})
+	cfg.Version.Header = "X-App-Version"
+	h := newMark(t, cfg)
+	versions := []string{"2.0.0-" + strings.Repeat("a", 100), "x", "2.0.0-" + strings.Repeat("b", 100), "y"}
+	for i := 0; i < 1030; i++ {
+		versions = append(versions, strconv.Itoa(1+i%2)+".0."+strconv.Itoa(i))
+	}
+	for i := len(versions) - 1; i >= 0; i-- {
+		v := versions[i]
+		want := "-"
+		if v[0] == '2' {
+			want = "new"
+		}
+		for k := 0; k < 2; k++ {
+			if got := laneOf(h, request{headers: []string{"X-App-Version", v}}); got != want {
+				t.Fatalf("version %q, request %d: lane %q, want %q", v, k, got, want)
+			}
+		}
 	}
 }
