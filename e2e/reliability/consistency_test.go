@@ -93,8 +93,8 @@ func TestReplicaConsistency(t *testing.T) {
 		harness.StartBackend(t, "newapp"), harness.StartBackend(t, "canary")
 	dyn := consistencyDynamic(vipUsers, stable.URL, vipB.URL, newappB.URL, canaryB.URL)
 	replicas := []*harness.Traefik{
-		harness.StartTraefik(t, harness.TraefikOptions{Dynamic: dyn}),
-		harness.StartTraefik(t, harness.TraefikOptions{Dynamic: dyn}),
+		startTraefik(t, harness.TraefikOptions{Dynamic: dyn}),
+		startTraefik(t, harness.TraefikOptions{Dynamic: dyn}),
 	}
 	for _, tr := range replicas {
 		tr.WaitRouter(t, "replicas", 60*time.Second)

@@ -100,7 +100,7 @@ func TestFaults(t *testing.T) {
 		alt:    harness.StartBackend(t, "alt"),
 		none1:  harness.StartBackend(t, "none1"),
 	}
-	tr := harness.StartTraefik(t, harness.TraefikOptions{Dynamic: faultsDynamic(s)})
+	tr := startTraefik(t, harness.TraefikOptions{Dynamic: faultsDynamic(s)})
 	for _, r := range []string{"kill", "hang", "slow", "down"} {
 		tr.WaitRouter(t, r, 60*time.Second)
 	}

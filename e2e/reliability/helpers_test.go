@@ -220,6 +220,19 @@ func backgroundLoad(workers, limit int, maxTime, pause time.Duration, fn func(i 
 	}
 }
 
+// startTraefik is harness.StartTraefik that fails at once, with Traefik's reason, when the
+// plugins did not load (Traefik then disables every plugin, and the routers would never come up).
+func startTraefik(tb testing.TB, opts harness.TraefikOptions) *harness.Traefik {
+	tb.Helper()
+	tr := harness.StartTraefik(tb, opts)
+	for _, line := range strings.Split(tr.Log(), "\n") {
+		if strings.Contains(line, "Plugins are disabled") {
+			tb.Fatalf("traefik did not load the plugins: %s", line)
+		}
+	}
+	return tr
+}
+
 // apiClient talks to Traefik's API entry point without keeping connections, so that it adds
 // no goroutine to the counts it reads.
 var apiClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}

@@ -253,7 +253,7 @@ func TestHostileInput(t *testing.T) {
 		total = 50_000
 	}
 	stable, canary, blue := harness.StartBackend(t, "stable"), harness.StartBackend(t, "canary"), harness.StartBackend(t, "blue")
-	tr := harness.StartTraefik(t, harness.TraefikOptions{
+	tr := startTraefik(t, harness.TraefikOptions{
 		Dynamic: hostileDynamic(stable.URL, canary.URL, blue.URL),
 		// Idle upstream connections close after 1s, so that the goroutine count can
 		// return to its level before the load (see below).

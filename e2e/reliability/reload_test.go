@@ -149,7 +149,7 @@ func TestReloadSoak(t *testing.T) {
 		c2:     harness.StartBackend(t, "c2"),
 		b1:     harness.StartBackend(t, "b1"),
 	}
-	tr := harness.StartTraefik(t, harness.TraefikOptions{
+	tr := startTraefik(t, harness.TraefikOptions{
 		Dynamic: soakDynamic(0, b),
 		ExtraStatic: `
 api: { debug: true }
