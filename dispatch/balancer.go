@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"net/http/httputil"
+	"strconv"
 	"sync"
 	"sync/atomic"
 )
@@ -52,17 +53,16 @@ func newBalancer(servers []*server, health *healthPolicy) *balancer {
 func pick(b *balancer) *server {
 	checking := b.checking && atomic.LoadInt64(&healthRecords.size) != 0
 	var best *server
-	total := 0
+	most, total := minInt, 0
 	b.mu.Lock()
-	for i := 0; i < len(b.weighted); i++ {
-		s := b.weighted[i]
+	for _, s := range b.weighted {
 		if checking && isDown(s.key) {
 			continue
 		}
 		s.current += s.weight
 		total += s.weight
-		if best == nil || s.current > best.current {
-			best = s
+		if s.current > most {
+			best, most = s, s.current
 		}
 	}
 	if best != nil {
@@ -71,6 +71,9 @@ func pick(b *balancer) *server {
 	b.mu.Unlock()
 	return best
 }
+
+// minInt is the smallest int, below any current weight.
+const minInt = -1 << (strconv.IntSize - 1)
 
 // after returns the server to retry once s failed: the next one in the lane's order that is
 // neither drained nor down, stopping before first (the server the request was sent to first) so

@@ -1,6 +1,7 @@
 package dispatch_test
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -135,6 +136,11 @@ func TestFallbackWhenAllFail(t *testing.T) {
 			}
 			if tc.wantServed != "" && rec.Header().Get("X-Served-By") != tc.wantServed {
 				t.Fatalf("served by %q, want %q", rec.Header().Get("X-Served-By"), tc.wantServed)
+			}
+			for name := range rec.Header() {
+				if strings.Contains(name, " ") {
+					t.Fatalf("internal header %q left in the response", name)
+				}
 			}
 		})
 	}
@@ -311,5 +317,45 @@ func expectGood(h http.Handler, n int, failures chan<- string, wg *sync.WaitGrou
 		if rec.Code != http.StatusOK || rec.Header().Get("X-Backend") != "good" {
 			failures <- "status " + strconv.Itoa(rec.Code) + " from " + rec.Header().Get("X-Backend")
 		}
+	}
+}
+
+func TestPassHostHeaderOffOnRetryAndFallback(t *testing.T) {
+	// The server's host goes to each server tried; the fallback and the caller keep the client's.
+	a := newBackend(t, "a")
+	next := http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
+		rw.Header().Set("X-Backend", "next")
+		rw.Header().Set("X-Seen-Host", req.Host)
+	})
+	tests := []struct {
+		name        string
+		servers     []string
+		wantBackend string
+		wantHost    string
+	}{
+		{name: "retried", servers: []string{closedURL(t), a.URL}, wantBackend: "a", wantHost: strings.TrimPrefix(a.URL, "http://")},
+		{name: "fallback", servers: []string{closedURL(t)}, wantBackend: "next", wantHost: "front.example"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := healthOff()
+			l := laneConfig(tc.servers...)
+			l.PassHostHeader = boolp(false)
+			cfg.Lanes["canary"] = l
+			h, err := dispatch.New(context.Background(), next, cfg, "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := httptest.NewRequest(http.MethodGet, "http://front.example/", nil)
+			req.Header.Set("X-Gray-Lane", "canary")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Header().Get("X-Backend") != tc.wantBackend || rec.Header().Get("X-Seen-Host") != tc.wantHost {
+				t.Fatalf("%q saw Host %q, want %q saw %q", rec.Header().Get("X-Backend"), rec.Header().Get("X-Seen-Host"), tc.wantBackend, tc.wantHost)
+			}
+			if req.Host != "front.example" {
+				t.Fatalf("the request's Host is %q after the call", req.Host)
+			}
+		})
 	}
 }

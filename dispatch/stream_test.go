@@ -23,9 +23,16 @@ const streamTimeout = 5 * time.Second
 // returns its URL.
 func newFront(t *testing.T, backend string, flushInterval string) string {
 	t.Helper()
-	cfg := dispatch.CreateConfig()
+	return newLaneFront(t, laneConfig(backend), flushInterval)
+}
+
+// newLaneFront starts a real server running the middleware with l as lane canary (passive health
+// off), and returns its URL.
+func newLaneFront(t *testing.T, l dispatch.Lane, flushInterval string) string {
+	t.Helper()
+	cfg := healthOff()
 	cfg.FlushInterval = flushInterval
-	cfg.Lanes["canary"] = laneConfig(backend)
+	cfg.Lanes["canary"] = l
 	front := httptest.NewServer(newHandler(t, cfg))
 	t.Cleanup(front.Close)
 	return front.URL
@@ -192,7 +199,24 @@ func echoWebSocketBackend(t *testing.T) *httptest.Server {
 }
 
 func TestWebSocketUpgrade(t *testing.T) {
-	front := newFront(t, echoWebSocketBackend(t).URL, "")
+	echo := echoWebSocketBackend(t).URL
+	tests := []struct {
+		name    string
+		servers []string
+	}{
+		{name: "one server", servers: []string{echo}},
+		{name: "retried after a refused connection", servers: []string{closedURL(t), echo}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			webSocketEcho(t, newLaneFront(t, laneConfig(tc.servers...), ""))
+		})
+	}
+}
+
+// webSocketEcho upgrades a connection to front to a WebSocket of lane canary and checks the echo.
+func webSocketEcho(t *testing.T, front string) {
+	t.Helper()
 	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(front, "http://"), streamTimeout)
 	if err != nil {
 		t.Fatal(err)
@@ -280,5 +304,30 @@ func TestUpgradeRefusedAfterAnswer(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusBadGateway {
 		t.Fatalf("status %d, want 502", res.StatusCode)
+	}
+}
+
+func TestUnaskedSwitchNotRetried(t *testing.T) {
+	// The server switches protocols although the request did not ask to: refused with 502 after
+	// the server answered, so not retried on the lane's other server.
+	switcher := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Connection", "Upgrade")
+		rw.Header().Set("Upgrade", "h2c")
+		rw.WriteHeader(http.StatusSwitchingProtocols)
+	}))
+	t.Cleanup(switcher.Close)
+	front := newLaneFront(t, laneConfig(switcher.URL, newBackend(t, "good").URL), "")
+	req, err := http.NewRequest(http.MethodGet, front, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Gray-Lane", "canary")
+	res, err := (&http.Client{Timeout: streamTimeout}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusBadGateway || res.Header.Get("X-Backend") != "" {
+		t.Fatalf("status %d from %q, want 502 from none", res.StatusCode, res.Header.Get("X-Backend"))
 	}
 }
