@@ -31,6 +31,7 @@ type balancer struct {
 	mu       sync.Mutex
 	servers  []*server // all of the lane's servers, in configuration order
 	weighted []*server // the servers whose weight is not 0
+	only     *server   // the one server whose weight is not 0, or nil when there are more or none
 	checking bool      // passive health checking is on
 }
 
@@ -42,7 +43,20 @@ func newBalancer(servers []*server, health *healthPolicy) *balancer {
 			b.weighted = append(b.weighted, servers[i])
 		}
 	}
+	if len(b.weighted) == 1 {
+		b.only = b.weighted[0]
+	}
 	return b
+}
+
+// pickOnly is pick for a balancer with only one server to pick: it needs no lock, since smooth
+// weighted round robin always picks that server (when it is not down) and keeps its current
+// weight at 0.
+func pickOnly(b *balancer) *server {
+	if b.checking && atomic.LoadInt64(&healthRecords.size) != 0 && isDown(b.only.key) {
+		return nil
+	}
+	return b.only
 }
 
 // pick returns the next server of b that is not down, or nil when there is none. It and the

@@ -365,7 +365,13 @@ func findLane(h *handler, value string) *lane {
 // headers (see proxyError), which costs far less under Yaegi than carrying state in the request
 // context.
 func serveLane(h *handler, l *lane, rw http.ResponseWriter, req *http.Request) {
-	s := pick(l.balancer)
+	b := l.balancer
+	s := b.only
+	if s == nil {
+		s = pick(b)
+	} else {
+		s = pickOnly(b)
+	}
 	if s == nil {
 		serveFallback(h, l, rw, req)
 		return
