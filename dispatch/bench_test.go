@@ -29,6 +29,7 @@ func BenchmarkDispatch(b *testing.B) {
 	defer srv.Close()
 	cfg := dispatch.CreateConfig()
 	cfg.Lanes["canary"] = laneConfig(srv.URL)
+	cfg.Lanes["pair"] = laneConfig(srv.URL, srv.URL+"/")
 	h := newHandler(b, cfg)
 	target, err := url.Parse(srv.URL)
 	if err != nil {
@@ -44,6 +45,12 @@ func BenchmarkDispatch(b *testing.B) {
 	})
 	b.Run("lane", func(b *testing.B) {
 		benchmarkLane(b, h, "canary", http.StatusOK)
+	})
+	b.Run("lane-two-servers", func(b *testing.B) {
+		benchmarkLane(b, h, "pair", http.StatusOK)
+	})
+	b.Run("lane-mixed-case", func(b *testing.B) {
+		benchmarkLane(b, h, " Canary", http.StatusOK)
 	})
 	b.Run("baseline-next", func(b *testing.B) {
 		benchmarkLane(b, baselineNext, "", http.StatusOK)
