@@ -30,6 +30,9 @@ func BenchmarkDispatch(b *testing.B) {
 	cfg := dispatch.CreateConfig()
 	cfg.Lanes["canary"] = laneConfig(srv.URL)
 	cfg.Lanes["pair"] = laneConfig(srv.URL, srv.URL+"/")
+	ownHost := laneConfig(srv.URL)
+	ownHost.PassHostHeader = boolp(false)
+	cfg.Lanes["own-host"] = ownHost
 	h := newHandler(b, cfg)
 	target, err := url.Parse(srv.URL)
 	if err != nil {
@@ -48,6 +51,9 @@ func BenchmarkDispatch(b *testing.B) {
 	})
 	b.Run("lane-two-servers", func(b *testing.B) {
 		benchmarkLane(b, h, "pair", http.StatusOK)
+	})
+	b.Run("lane-pass-host-false", func(b *testing.B) {
+		benchmarkLane(b, h, "own-host", http.StatusOK)
 	})
 	b.Run("lane-mixed-case", func(b *testing.B) {
 		benchmarkLane(b, h, " Canary", http.StatusOK)

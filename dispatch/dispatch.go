@@ -409,7 +409,10 @@ func retry(h *handler, l *lane, first *server, rw http.ResponseWriter, req *http
 
 // forwardHost sends req to s with s's host as Host, for a lane that does not pass the client's.
 // The Host is changed for the time of the call only (the proxy copies the request), so that a
-// fallback gets the client's Host.
+// fallback gets the client's Host. Not restored by a defer, which costs a callback under Yaegi:
+// when a response body breaks off, ReverseProxy aborts the handler with a panic and the Host
+// stays the server's, which only the handlers above dispatch could see while Traefik closes the
+// connection (and Traefik hands each middleware its own copy of the request anyway).
 func forwardHost(s *server, rw http.ResponseWriter, req *http.Request) {
 	host := req.Host
 	req.Host = s.host
