@@ -208,3 +208,32 @@ func TestQueryLikeParseQuery(t *testing.T) {
 		}
 	}
 }
+
+// TestIndexManyRules checks rule numbers beyond the first mask words, and beyond the 256 rules
+// whose mask a request keeps on its stack: exact-path rules, every seventh one also matching a
+// prefix, between rules without an anchor.
+func TestIndexManyRules(t *testing.T) {
+	cfg := mark.CreateConfig()
+	cfg.RuleHeader = "X-Rule"
+	for i := 0; i < 300; i++ {
+		r := mark.Rule{Name: "r" + strconv.Itoa(i), Lane: "l", Path: mark.PathMatch{Exact: "/p" + strconv.Itoa(i)}}
+		switch {
+		case i%50 == 49:
+			r.Path = mark.PathMatch{Regex: "^/z" + strconv.Itoa(i) + "$"}
+		case i%7 == 3:
+			r.Path = mark.PathMatch{Prefix: "/q/" + strconv.Itoa(i)}
+		}
+		cfg.Rules = append(cfg.Rules, r)
+	}
+	h := newMark(t, cfg)
+	tests := []struct{ target, want string }{
+		{"/p0", "r0"}, {"/p63", "r63"}, {"/p64", "r64"}, {"/p254", "r254"}, {"/p256", "r256"}, {"/p298", "r298"},
+		{"/q/3", "r3"}, {"/q/31", "r3"}, {"/q/290", "r290"}, {"/q/2900", "r290"}, {"/z199", "r199"}, {"/z299", "r299"},
+		{"/p3", ""}, {"/p199", ""}, {"/p300", ""}, {"/z200", ""},
+	}
+	for _, tt := range tests {
+		if got := serve(h, request{target: tt.target}.build()).Header().Get("X-Rule"); got != tt.want {
+			t.Errorf("%s: matched %q, want %q", tt.target, got, tt.want)
+		}
+	}
+}
