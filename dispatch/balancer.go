@@ -32,8 +32,16 @@ type balancer struct {
 	servers  []*server // all of the lane's servers, in configuration order
 	weighted []*server // the servers whose weight is not 0
 	only     *server   // the one server whose weight is not 0, or nil when there are more or none
-	checking bool      // passive health checking is on
+	// schedule is one period of the sequence smooth weighted round robin picks from weighted,
+	// computed in New when it has at most maxSchedule entries; turn, used atomically, counts the
+	// picks (starting from ^0, so that the first pick takes schedule[0]).
+	schedule []*server
+	turn     uint64
+	checking bool // passive health checking is on
 }
+
+// maxSchedule bounds the length of a balancer's schedule (8 KiB of pointers).
+const maxSchedule = 1024
 
 // newBalancer returns a balancer over servers.
 func newBalancer(servers []*server, health *healthPolicy) *balancer {
@@ -46,7 +54,33 @@ func newBalancer(servers []*server, health *healthPolicy) *balancer {
 	if len(b.weighted) == 1 {
 		b.only = b.weighted[0]
 	}
+	if n := period(b.weighted); len(b.weighted) > 1 && n <= maxSchedule {
+		// One period of picks leaves every current weight where it started, at 0.
+		b.schedule = make([]*server, n)
+		for i := range b.schedule {
+			b.schedule[i] = step(b.weighted, false)
+		}
+		b.turn = ^uint64(0)
+	}
 	return b
+}
+
+// period returns the length of the sequence smooth weighted round robin repeats over servers: the
+// sum of their weights divided by the weights' greatest common divisor.
+func period(servers []*server) int {
+	divisor, sum := 0, 0
+	for _, s := range servers {
+		a, b := s.weight, divisor
+		for b != 0 {
+			a, b = b, a%b
+		}
+		divisor = a
+		sum += s.weight
+	}
+	if divisor == 0 {
+		return 0
+	}
+	return sum / divisor
 }
 
 // pickOnly is pick for a balancer with only one server to pick: it needs no lock, since smooth
@@ -62,14 +96,53 @@ func pickOnly(b *balancer) *server {
 // pick returns the next server of b that is not down, or nil when there is none. It and the
 // other functions of the request path are plain functions, not methods, and compute few
 // intermediate values: under Yaegi a method call costs several times a function call, and every
-// value a function computes (taken branch or not) costs an allocation per call. The health table
-// is read only when it holds a record.
+// value a function computes (taken branch or not) costs an allocation per call. A lane with a
+// schedule takes its next entry, without a lock, as long as the health table holds no record.
 func pick(b *balancer) *server {
+	if b.schedule == nil || b.checking && atomic.LoadInt64(&healthRecords.size) != 0 {
+		return pickAvailable(b)
+	}
+	return b.schedule[atomic.AddUint64(&b.turn, 1)%uint64(len(b.schedule))]
+}
+
+// pickAvailable is pick for a lane without a schedule, or while some server may be down. Without
+// a schedule it runs smooth weighted round robin over the servers that are not down, under the
+// lock. With one, it takes the schedule's next entry whose server is not down: a server that is
+// down gives its turns to the next servers in the sequence.
+func pickAvailable(b *balancer) *server {
 	checking := b.checking && atomic.LoadInt64(&healthRecords.size) != 0
+	if b.schedule == nil {
+		b.mu.Lock()
+		s := step(b.weighted, checking)
+		b.mu.Unlock()
+		return s
+	}
+	down := make([]bool, len(b.servers))
+	up := 0
+	for _, s := range b.weighted {
+		if checking && isDown(s.key) {
+			down[s.index] = true
+		} else {
+			up++
+		}
+	}
+	turn := atomic.AddUint64(&b.turn, 1)
+	n := uint64(len(b.schedule))
+	for i := uint64(0); up > 0 && i < n; i++ {
+		if s := b.schedule[(turn+i)%n]; !down[s.index] {
+			return s
+		}
+	}
+	return nil
+}
+
+// step makes one pick of smooth weighted round robin over servers, skipping those that are down
+// when checking, and returns nil when every server is down. The caller holds the balancer's lock
+// (or builds it).
+func step(servers []*server, checking bool) *server {
 	var best *server
 	most, total := minInt, 0
-	b.mu.Lock()
-	for _, s := range b.weighted {
+	for _, s := range servers {
 		if checking && isDown(s.key) {
 			continue
 		}
@@ -82,7 +155,6 @@ func pick(b *balancer) *server {
 	if best != nil {
 		best.current -= total
 	}
-	b.mu.Unlock()
 	return best
 }
 

@@ -86,6 +86,8 @@ func TestWeightedRoundRobin(t *testing.T) {
 		{name: "1:3 smooth", weights: []int{1, 3, 0}, want: "babbbabb"},
 		{name: "5:1:1 smooth", weights: []int{5, 1, 1}, want: "aabacaa"},
 		{name: "drained", weights: []int{1, 0, 2}, want: "caccac"},
+		{name: "6:2 like 3:1", weights: []int{6, 2, 0}, want: "aabaaaba"},
+		{name: "1000:999, too long to precompute", weights: []int{1000, 999, 0}, want: "ababab"},
 	}
 	urls := []string{a.URL, b.URL, c.URL}
 	for _, tc := range tests {
