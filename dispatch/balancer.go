@@ -105,35 +105,29 @@ func pick(b *balancer) *server {
 	return b.schedule[atomic.AddUint64(&b.turn, 1)%uint64(len(b.schedule))]
 }
 
-// pickAvailable is pick for a lane without a schedule, or while some server may be down. Without
-// a schedule it runs smooth weighted round robin over the servers that are not down, under the
-// lock. With one, it takes the schedule's next entry whose server is not down: a server that is
-// down gives its turns to the next servers in the sequence.
+// pickAvailable is pick for a lane without a schedule, or while the health table holds records.
+// A lane with a schedule still takes its next entry when none of its servers is down. Otherwise
+// smooth weighted round robin runs over the servers that are not down, under the lock, so that
+// they share the requests in the ratio of their weights.
 func pickAvailable(b *balancer) *server {
 	checking := b.checking && atomic.LoadInt64(&healthRecords.size) != 0
-	if b.schedule == nil {
-		b.mu.Lock()
-		s := step(b.weighted, checking)
-		b.mu.Unlock()
-		return s
+	if b.schedule != nil && !anyDown(b.weighted, checking) {
+		return b.schedule[atomic.AddUint64(&b.turn, 1)%uint64(len(b.schedule))]
 	}
-	down := make([]bool, len(b.servers))
-	up := 0
-	for _, s := range b.weighted {
+	b.mu.Lock()
+	s := step(b.weighted, checking)
+	b.mu.Unlock()
+	return s
+}
+
+// anyDown reports whether one of servers is down, when checking.
+func anyDown(servers []*server, checking bool) bool {
+	for _, s := range servers {
 		if checking && isDown(s.key) {
-			down[s.index] = true
-		} else {
-			up++
+			return true
 		}
 	}
-	turn := atomic.AddUint64(&b.turn, 1)
-	n := uint64(len(b.schedule))
-	for i := uint64(0); up > 0 && i < n; i++ {
-		if s := b.schedule[(turn+i)%n]; !down[s.index] {
-			return s
-		}
-	}
-	return nil
+	return false
 }
 
 // step makes one pick of smooth weighted round robin over servers, skipping those that are down

@@ -199,6 +199,26 @@ func TestPassiveHealth(t *testing.T) {
 	}
 }
 
+func TestPassiveHealthKeepsWeights(t *testing.T) {
+	// While one of three equal servers is down, the other two share the requests equally.
+	bad := statusBackend(t, "bad", http.StatusServiceUnavailable)
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	cfg := dispatch.CreateConfig()
+	cfg.Health = dispatch.Health{MaxFails: intp(1), Window: "5s", Cooldown: "5s"}
+	cfg.Lanes["canary"] = laneConfig(bad.URL, a.URL, b.URL)
+	h := newHandler(t, cfg)
+	if got := backendsOf(h, 1); got != "bad" {
+		t.Fatalf("first request: %q", got)
+	}
+	counts := map[string]int{}
+	for _, name := range strings.Fields(backendsOf(h, 8)) {
+		counts[name]++
+	}
+	if counts["a"] != 4 || counts["b"] != 4 {
+		t.Fatalf("while bad is down: %v, want a:4 b:4", counts)
+	}
+}
+
 func TestPassiveHealthConnectionFailure(t *testing.T) {
 	good := newBackend(t, "good")
 	broken := newHangUpServer(t)
