@@ -113,11 +113,17 @@ func clock(d *decision) time.Time {
 // inBucket reports whether the request falls in the first threshold buckets of salt: by its
 // identity, else by its anonymous key, else (anonymous "random") by a fresh draw.
 func inBucket(d *decision, salt string, threshold uint64) bool {
-	if threshold == 0 {
-		return false
-	}
 	if id := userID(d); id != "" {
 		return bucket(salt, id) < threshold
+	}
+	return anonymousInBucket(d, salt, threshold)
+}
+
+// anonymousInBucket is inBucket for a request without identity. At 0 % it does not look for an
+// anonymous key, so that no sticky cookie is issued.
+func anonymousInBucket(d *decision, salt string, threshold uint64) bool {
+	if threshold == 0 {
+		return false
 	}
 	if d.handler.anonymous.mode == anonymousRandom {
 		return uint64(rand.Int63n(bucketCount)) < threshold
@@ -160,7 +166,7 @@ func firstOf(values []string) string {
 // ows is the optional white space around cookie pairs, as textproto.TrimString trims it.
 const ows = " \t\n\r"
 
-// cookieValueBytes are the bytes net/http accepts in a cookie value.
+// cookieValueBytes are the bytes net/http accepts in a cookie value, once unquoted.
 const cookieValueBytes = " !#$%&'()*+,-./0123456789:<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`abcdefghijklmnopqrstuvwxyz{|}~"
 
 // cookieValue returns the value of the first valid cookie called name in the Cookie headers,
@@ -183,8 +189,11 @@ func cookieValue(h http.Header, name string) (string, bool) {
 			if strings.Trim(key, ows) != name {
 				continue
 			}
-			if value, ok := cookieText(value); ok {
-				return value, true
+			if len(value) > 1 && value[0] == '"' && value[len(value)-1] == '"' {
+				value = value[1 : len(value)-1]
+			}
+			if strings.Trim(value, cookieValueBytes) == "" {
+				return value, true // a value net/http accepts
 			}
 		}
 	}
@@ -205,15 +214,6 @@ func nextPairWith(s, name string, sep byte) (string, string, bool) {
 		return s[start:], "", true
 	}
 	return s[start : j+end], s[j+end+1:], true
-}
-
-// cookieText unquotes a cookie value and checks its bytes, as net/http does; it reports false for
-// a value net/http would reject.
-func cookieText(v string) (string, bool) {
-	if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
-		v = v[1 : len(v)-1]
-	}
-	return v, strings.Trim(v, cookieValueBytes) == ""
 }
 
 // queryValue returns the first value of the query parameter name in rawQuery, found like
