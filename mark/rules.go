@@ -255,41 +255,46 @@ func newPairs(kind int, m map[string]string, fields *fieldTable) ([]pair, error)
 }
 
 // matchRule reports whether every condition of r holds for the request of d. It is one loop and
-// one switch of one call or comparison each: under Yaegi, every call allocates a slot for each
-// expression of the called function, whichever branch runs.
+// a small switch: under Yaegi, every call allocates a slot for each expression of the called
+// function, whichever branch runs. The conditions the index leaves to the rules (contains and
+// regex, versions, percent, header, cookie and query values) are handled here, the others by
+// matchOther.
 func matchRule(r *rule, d *decision) bool {
 	ok := true
 	for i := 0; i < len(r.checks) && ok; i++ {
 		switch r.checks[i] {
-		case checkWindow:
-			ok = inWindow(&r.window, clock(d))
-		case checkMethods:
-			ok = containsString(r.methods, d.req.Method)
-		case checkPathPrefix:
-			ok = strings.HasPrefix(d.req.URL.Path, r.path.value)
-		case checkPathExact:
-			ok = d.req.URL.Path == r.path.value
 		case checkPathPattern:
 			ok = matchPathPattern(&r.path, d.req.URL.Path)
 		case checkPairs:
 			ok = allAccept(r.pairs, d)
-		case checkSourceIPs:
-			ok = fromSourceIPs(r, d)
-		case checkUsers:
-			_, ok = r.users[userID(d)]
 		case checkVersions:
 			ok = matchVersions(r, d)
 		case checkPercent:
 			ok = matchPercent(r, d)
+		default:
+			ok = matchOther(r, d, r.checks[i])
 		}
 	}
 	return ok
 }
 
-// fromSourceIPs reports whether the request of d comes from one of the source networks of r.
-func fromSourceIPs(r *rule, d *decision) bool {
-	ip, found := peerIP(d.req)
-	return found && inIPSet(r.sourceIPs, ip)
+// matchOther reports whether the condition check of r holds for the request of d.
+func matchOther(r *rule, d *decision, check int) bool {
+	switch check {
+	case checkWindow:
+		return inWindow(&r.window, clock(d))
+	case checkMethods:
+		return containsString(r.methods, d.req.Method)
+	case checkPathPrefix:
+		return strings.HasPrefix(d.req.URL.Path, r.path.value)
+	case checkPathExact:
+		return d.req.URL.Path == r.path.value
+	case checkSourceIPs:
+		ip, found := peerIP(d.req)
+		return found && inIPSet(r.sourceIPs, ip)
+	}
+	_, ok := r.users[userID(d)] // checkUsers
+	return ok
 }
 
 // matchVersions reports whether the request of d has a version that satisfies the constraint of r.
