@@ -463,8 +463,8 @@ func newVersionSource(v VersionSource) versionSource {
 // parameter. ok is false when there is none or it does not parse.
 func lookupVersion(s *versionSource, req *http.Request) (version, bool) {
 	text := ""
-	if s.header != "" {
-		text = headerValue(req.Header, s.header)
+	if values := req.Header[s.header]; len(values) > 0 {
+		text = values[0]
 	}
 	if text == "" && s.query != "" {
 		text, _ = queryValue(req.URL.RawQuery, s.query)
