@@ -163,7 +163,7 @@ func validAnonymousID(id string) bool {
 		return false
 	}
 	for i := 0; i < len(id); i++ {
-		if !(id[i] >= '0' && id[i] <= '9' || id[i] >= 'a' && id[i] <= 'f') {
+		if (id[i] < '0' || id[i] > '9') && (id[i] < 'a' || id[i] > 'f') {
 			return false
 		}
 	}

@@ -147,14 +147,9 @@ func lookup(req *http.Request, kind int, name string) (string, bool) {
 	return queryValue(req.URL.RawQuery, name)
 }
 
-// headerValue returns the first value of the header with canonical key key.
+// headerValue returns the first value of the header with canonical key key, or "".
 func headerValue(h http.Header, key string) string {
-	return firstOf(h[key])
-}
-
-// firstOf returns the first of values, or "".
-func firstOf(values []string) string {
-	if len(values) > 0 {
+	if values := h[key]; len(values) > 0 {
 		return values[0]
 	}
 	return ""
@@ -220,7 +215,7 @@ func nextPairWith(s, name string, sep byte) (string, string, bool) {
 // url.ParseQuery finds it but allocating only to unescape. Without escapes in rawQuery, only the
 // pairs that hold name are looked at.
 func queryValue(rawQuery, name string) (string, bool) {
-	if strings.IndexAny(rawQuery, "%+") >= 0 {
+	if strings.ContainsAny(rawQuery, "%+") {
 		return escapedQueryValue(rawQuery, name)
 	}
 	for rest := rawQuery; rest != ""; {
