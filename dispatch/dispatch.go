@@ -292,7 +292,7 @@ func parseDuration(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	var d time.Duration
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-		if n > int64(maxSeconds) || n < -int64(maxSeconds) {
+		if n > maxSeconds || n < -maxSeconds {
 			return 0, fmt.Errorf("%q: too large", s)
 		}
 		d = time.Duration(n) * time.Second

@@ -101,7 +101,7 @@ func TestStreaming(t *testing.T) {
 			release := make(chan struct{})
 			first, second := "data: one\n\n", "data: two\n\n"
 			backend := streamBackend(t, tc.contentType, first, second, release)
-			res := getLane(t, newFront(t, backend.URL, tc.flushInterval))
+			res := getLane(t, newFront(t, backend.URL, tc.flushInterval)) //nolint:bodyclose // getLane closes it at cleanup
 			if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != tc.contentType {
 				t.Fatalf("status %d, content type %q", res.StatusCode, res.Header.Get("Content-Type"))
 			}
@@ -231,7 +231,7 @@ func webSocketEcho(t *testing.T, front string) {
 		t.Fatal(err)
 	}
 	r := bufio.NewReader(conn)
-	res, err := http.ReadResponse(r, nil)
+	res, err := http.ReadResponse(r, nil) //nolint:bodyclose // a 101 has no body; the test closes conn
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -227,7 +227,7 @@ func testStreaming(t *testing.T, tr *harness.Traefik) {
 	})
 	t.Run("websocket", func(t *testing.T) {
 		dialer := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
-		ws, resp, err := dialer.Dial("ws"+strings.TrimPrefix(tr.URL, "http")+"/ws",
+		ws, resp, err := dialer.Dial("ws"+strings.TrimPrefix(tr.URL, "http")+"/ws", //nolint:bodyclose // the 101 has no body; ws.Close closes the connection
 			http.Header{"Host": {"app.test"}, "X-User-Id": {"1001"}})
 		if err != nil {
 			status := 0
