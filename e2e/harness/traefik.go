@@ -147,7 +147,7 @@ func StaticConfig(dir string, webPort, apiPort int, opts TraefikOptions) map[str
 	for alias, module := range plugins {
 		local[alias] = map[string]any{"moduleName": module}
 	}
-	return map[string]any{
+	static := map[string]any{
 		"global": map[string]any{"checkNewVersion": false, "sendAnonymousUsage": false},
 		"entryPoints": map[string]any{
 			"web":     map[string]any{"address": "127.0.0.1:" + strconv.Itoa(webPort), "transport": lifeCycle},
@@ -159,9 +159,12 @@ func StaticConfig(dir string, webPort, apiPort int, opts TraefikOptions) map[str
 		"providers": map[string]any{
 			"file": map[string]any{"directory": filepath.Join(dir, "dynamic"), "watch": true},
 		},
-		"experimental": map[string]any{"localPlugins": local},
-		"log":          map[string]any{"level": level, "noColor": true},
+		"log": map[string]any{"level": level, "noColor": true},
 	}
+	if len(local) > 0 { // Traefik refuses an empty localPlugins section
+		static["experimental"] = map[string]any{"localPlugins": local}
+	}
+	return static
 }
 
 // MergeYAML deep-merges the YAML mapping src into dst: mappings merge key by key, any other
@@ -421,6 +424,11 @@ func (t *Traefik) Stop() {
 	t.stopOnce.Do(func() {
 		stopProcess(t.cmd.Process, t.done, 10*time.Second)
 	})
+}
+
+// PID is the Traefik process's ID.
+func (t *Traefik) PID() int {
+	return t.cmd.Process.Pid
 }
 
 // Exited reports whether the Traefik process has ended.

@@ -1,0 +1,140 @@
+package e2e_test
+
+import (
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/graylane/graylane/e2e/harness"
+)
+
+// dispatchConfig: router app → service stable through dispatch alone (the lane header comes from
+// the client, as behind an edge that marked it); lane canary has two servers weighted 3:1.
+func dispatchConfig(stable, c1, c2 *harness.Backend) string {
+	return strings.NewReplacer("STABLE", stable.URL, "C1", c1.URL, "C2", c2.URL).Replace(`
+http:
+  routers:
+    app:
+      rule: PathPrefix(` + "`/`" + `)
+      entryPoints: [web]
+      service: stable
+      middlewares: [gray-dispatch]
+  services:
+    stable:
+      loadBalancer:
+        servers: [{url: "STABLE"}]
+  middlewares:
+    gray-dispatch:
+      plugin:
+        graylane-dispatch:
+          lanes:
+            canary:
+              servers:
+                - {url: "C1", weight: 3}
+                - {url: "C2", weight: 1}
+`)
+}
+
+// TestDispatchInTraefik checks dispatch's weights, streamed uploads and configuration errors in
+// a real Traefik.
+func TestDispatchInTraefik(t *testing.T) {
+	stable := harness.StartBackend(t, "stable")
+	c1 := harness.StartBackend(t, "c1")
+	c2 := harness.StartBackend(t, "c2")
+	tr := harness.StartTraefik(t, harness.TraefikOptions{Dynamic: dispatchConfig(stable, c1, c2)})
+	tr.WaitRouter(t, "app", 60*time.Second)
+
+	t.Run("weights 3:1 over 2000 requests", func(t *testing.T) {
+		counts := map[string]int{}
+		for i := 0; i < 2000; i++ {
+			counts[harness.Do(t, "GET", tr.URL+"/", map[string]string{"X-Gray-Lane": "canary"}, nil).Backend()]++
+		}
+		share := float64(counts["c1"]) / 2000
+		if counts["c1"]+counts["c2"] != 2000 || share < 0.70 || share > 0.80 {
+			t.Fatalf("answers %v: c1 share %.3f, want 0.75 ± 0.05", counts, share)
+		}
+	})
+
+	t.Run("50 MB upload streamed", func(t *testing.T) {
+		const size = 50 << 20
+		before := peakRSS(t, tr.PID())
+		req, err := http.NewRequest(http.MethodPost, tr.URL+"/upload", io.LimitReader(zeros{}, size))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Gray-Lane", "canary")
+		resp, err := harness.Client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"bytes":`+strconv.Itoa(size)) {
+			t.Fatalf("upload: %d %s", resp.StatusCode, body)
+		}
+		if grown := peakRSS(t, tr.PID()) - before; grown > 25<<20 {
+			t.Fatalf("Traefik's peak memory grew by %d MiB for a 50 MiB upload", grown>>20)
+		}
+	})
+
+	t.Run("bad dispatch configuration", func(t *testing.T) {
+		tr.WriteDynamicFile(t, "bad.yml", `
+http:
+  routers:
+    bad:
+      rule: Host(`+"`bad.test`"+`)
+      entryPoints: [web]
+      service: stable
+      middlewares: [gray-bad]
+  middlewares:
+    gray-bad:
+      plugin:
+        graylane-dispatch:
+          lanes:
+            canary:
+              servers: [{url: "http://127.0.0.1:1", weight: 5000}]
+`)
+		router := tr.WaitRouterStatus(t, "bad", "disabled", 30*time.Second)
+		if !strings.Contains(strings.Join(router.Error, " "), "lanes.canary.servers[0].weight") {
+			t.Errorf("router error %v does not name the field", router.Error)
+		}
+		tr.WaitLog(t, "lanes.canary.servers[0].weight", 10*time.Second)
+		if got := harness.Do(t, "GET", tr.URL+"/", map[string]string{"X-Gray-Lane": "canary"}, nil); got.Status != 200 {
+			t.Fatalf("router app answered %d while another router's configuration was bad", got.Status)
+		}
+	})
+}
+
+// zeros is an endless stream of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 0
+	}
+	return len(p), nil
+}
+
+// peakRSS returns the process's peak resident memory (VmHWM) in bytes.
+func peakRSS(t *testing.T, pid int) int {
+	t.Helper()
+	status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			kb, err := strconv.Atoi(strings.Fields(line)[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM in /proc/<pid>/status")
+	return 0
+}
