@@ -50,18 +50,22 @@ func recipeConfig(t *testing.T, blocks map[string]string, names []string, backen
 			t.Fatalf("README.md has no recipe %q", name)
 		}
 		block = strings.NewReplacer(
-			"gray-mark:", name+"-mark:",
-			"gray-dispatch:", name+"-dispatch:",
+			"    gray-mark:", "    "+name+"-mark:",
+			"    gray-dispatch:", "    "+name+"-dispatch:",
+			"    gray:", "    "+name+"-gray:",
 			"http://127.0.0.1:9101", backends["stable"].URL,
 			"http://127.0.0.1:9102", backends["canary"].URL,
+			"http://10.0.0.5:8080", backends["canary"].URL,
 			"http://127.0.0.1:9103", backends["beta"].URL,
 		).Replace(block)
 		if err := harness.MergeYAML(config, block); err != nil {
 			t.Fatalf("recipe %s: %v", name, err)
 		}
-		middlewares := []string{name + "-mark"}
-		if strings.Contains(block, name+"-dispatch:") {
-			middlewares = append(middlewares, name+"-dispatch")
+		var middlewares []string
+		for _, suffix := range []string{"-gray", "-mark", "-dispatch"} {
+			if strings.Contains(block, "    "+name+suffix+":") {
+				middlewares = append(middlewares, name+suffix)
+			}
 		}
 		routerRule := rule
 		if routerRule == "" {
@@ -119,8 +123,13 @@ func TestReadmeRecipes(t *testing.T) {
 	for _, name := range []string{"stable", "canary", "beta"} {
 		backends[name] = harness.StartBackend(t, name)
 	}
-	recipes := []string{"testers", "versions", "ramp", "keyword", "example"}
-	traefik := harness.StartTraefik(t, harness.TraefikOptions{Dynamic: recipeConfig(t, blocks, recipes, backends, "", backends["stable"].URL)})
+	recipes := []string{"testers", "versions", "ramp", "keyword", "example", "catalog"}
+	plugins := harness.DefaultLocalPlugins()
+	plugins["graylane"] = "github.com/graylane/graylane" // the catalog plugin, loaded locally
+	traefik := harness.StartTraefik(t, harness.TraefikOptions{
+		Dynamic:      recipeConfig(t, blocks, recipes, backends, "", backends["stable"].URL),
+		LocalPlugins: plugins,
+	})
 	for _, name := range recipes {
 		traefik.WaitRouter(t, name+"@file", 60*time.Second)
 	}
@@ -143,6 +152,8 @@ func TestReadmeRecipes(t *testing.T) {
 		{"example", "/", map[string]string{"X-User-Id": "1001"}, "canary"},
 		{"example", "/beta/page", nil, "canary"},
 		{"example", "/", map[string]string{"X-User-Id": "7"}, "stable"},
+		{"catalog", "/", map[string]string{"X-User-Id": "1002"}, "canary"},
+		{"catalog", "/", map[string]string{"X-User-Id": "7", "X-Gray-Lane": "canary"}, "stable"},
 	})
 
 	// The ramp stands at its second step (20 %) until 2099: each user is where the formula says.

@@ -121,7 +121,7 @@ func (r *Report) Markdown() string {
 		"the router's service uses the first, the lanes (and the canary service of variant b) the second.\n")
 	w("- Rule set of c and d: %d mark rules — %d users rules listing %d users in all, %d path rules "+
 		"(prefix, exact, contains, regex), and a %g %% sticky percent rule last. The *miss* request (user `%s`, "+
-		"path `%s`) matches no rule, so every rule is tried, the percent rule's SHA-256 included; the *lane* "+
+		"path `%s`) matches no rule, so every rule the index cannot rule out is checked, the percent rule's SHA-256 included; the *lane* "+
 		"request (user `%s`) matches the last users rule and goes to lane `%s`.\n\n",
 		len(r.Rules.Rules), r.userRules(), r.Rules.Users, len(r.Rules.Rules)-r.userRules()-1, percentShare,
 		r.Rules.MissUser, r.Rules.Path, r.Rules.LaneUser, r.Rules.LaneName)

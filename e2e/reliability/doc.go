@@ -13,5 +13,5 @@
 //     configuration: both must put every user in the same lane.
 //
 // Every loop is bounded in count and time. The short variants run in `make test`; set
-// GRAYLANE_LONG=1 for the long ones. See docs/reliability.md.
+// GRAYLANE_LONG=1 for the long ones. See the Reliability section of the README.
 package reliability
