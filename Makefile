@@ -52,7 +52,8 @@ fuzz: fuzz-smoke
 yaegi:
 	./scripts/yaegi-test.sh -v $(PLUGIN_PKGS)
 
-e2e:
+# The binaries first, so that a first run shows their (long) builds on their own.
+e2e: traefik kube
 	cd e2e && go test -count=1 -timeout 45m -v ./...
 
 traefik:
