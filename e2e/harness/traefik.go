@@ -97,20 +97,29 @@ func findTraefik() (string, error) {
 		}
 		return p, nil
 	}
-	var out bytes.Buffer
-	cmd := exec.Command(filepath.Join(RepoRoot(), "scripts", "build-traefik.sh"))
-	cmd.Dir = RepoRoot()
-	cmd.Stdout = &out
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("scripts/build-traefik.sh: %w", err)
+	path, err := RunScript("build-traefik.sh")
+	if err != nil {
+		return "", err
 	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	path := strings.TrimSpace(lines[len(lines)-1])
 	if _, err := os.Stat(path); err != nil {
 		return "", fmt.Errorf("scripts/build-traefik.sh printed %q: %w", path, err)
 	}
 	return path, nil
+}
+
+// RunScript runs one of the repository's build scripts (scripts/<name>) with its progress on
+// os.Stderr and returns the last line it printed on stdout: the path of what it built.
+func RunScript(name string) (string, error) {
+	var out bytes.Buffer
+	cmd := exec.Command(filepath.Join(RepoRoot(), "scripts", name))
+	cmd.Dir = RepoRoot()
+	cmd.Stdout = &out
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("scripts/%s: %w", name, err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	return strings.TrimSpace(lines[len(lines)-1]), nil
 }
 
 // cacheDir is where the harness keeps built binaries, like scripts/build-traefik.sh.

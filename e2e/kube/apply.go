@@ -20,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
+
+	"github.com/graylane/graylane/e2e/harness"
 )
 
 // Apply creates or updates every object of a multi-document YAML (or JSON) text, in order,
@@ -162,12 +164,8 @@ func name(obj *unstructured.Unstructured) string {
 // downloading the module into the module cache if needed.
 func TraefikCRDFile(tb testing.TB) string {
 	tb.Helper()
-	root, err := repoRoot()
-	if err != nil {
-		tb.Fatal(err)
-	}
 	cmd := exec.Command("go", "mod", "download", "-json", "github.com/traefik/traefik/v3")
-	cmd.Dir = filepath.Join(root, "e2e")
+	cmd.Dir = filepath.Join(harness.RepoRoot(), "e2e")
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {

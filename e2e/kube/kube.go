@@ -10,20 +10,17 @@
 package kube
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +32,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
+
+	"github.com/graylane/graylane/e2e/harness"
 )
 
 // Version is the Kubernetes release scripts/build-kube.sh builds.
@@ -83,20 +82,10 @@ func BinDir(tb testing.TB) string {
 func findBinDir() (string, error) {
 	dir := os.Getenv("GRAYLANE_KUBE_BIN")
 	if dir == "" {
-		root, err := repoRoot()
-		if err != nil {
+		var err error
+		if dir, err = harness.RunScript("build-kube.sh"); err != nil {
 			return "", err
 		}
-		var out bytes.Buffer
-		cmd := exec.Command(filepath.Join(root, "scripts", "build-kube.sh"))
-		cmd.Dir = root
-		cmd.Stdout = &out
-		cmd.Stderr = os.Stderr
-		if err := cmd.Run(); err != nil {
-			return "", fmt.Errorf("scripts/build-kube.sh: %w", err)
-		}
-		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-		dir = strings.TrimSpace(lines[len(lines)-1])
 	}
 	for _, name := range []string{"etcd", "kube-apiserver"} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
@@ -104,19 +93,6 @@ func findBinDir() (string, error) {
 		}
 	}
 	return dir, nil
-}
-
-// repoRoot is the directory above e2e/, found from this source file.
-func repoRoot() (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", errors.New("cannot locate the kube package source")
-	}
-	root := filepath.Dir(filepath.Dir(filepath.Dir(file)))
-	if _, err := os.Stat(filepath.Join(root, "scripts", "build-kube.sh")); err != nil {
-		return "", fmt.Errorf("repository root: %w", err)
-	}
-	return root, nil
 }
 
 // Start starts etcd and kube-apiserver on free loopback ports, with certificates, a token file
