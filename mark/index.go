@@ -1,6 +1,10 @@
 package mark
 
-import "sort"
+import (
+	"regexp"
+	"sort"
+	"strings"
+)
 
 // The rule index lets a request evaluate only the rules it can match. Each rule that has a
 // selective condition is filed under it — its anchor: its users, its exact path, an exact header,
@@ -10,6 +14,12 @@ import "sort"
 // order, so the first matching rule in configuration order still wins; the index only skips
 // rules whose anchor condition fails. An anchor condition holds for every rule the index yields,
 // so it is dropped from the rule's checks.
+//
+// Path patterns (contains and regex) cannot be looked up, but they can be ruled out together:
+// one compiled regexp, the alternation of every rule's patterns, matches a path if and only if
+// at least one of those rules' path conditions holds. When it does not match, every rule with a
+// path pattern leaves the candidates, at the cost of one call into compiled code instead of one
+// interpreted check per rule.
 
 // smallMask is the number of mask words a request keeps on its stack: up to 256 rules.
 const smallMask = 4
@@ -25,6 +35,10 @@ type ruleIndex struct {
 	prefixLens []int // the distinct lengths of the keys of prefix, ascending
 	methods    map[string][]uint64
 	fields     []fieldIndex
+	// patterns matches a path when some rule's contains or regex condition holds; nil when no
+	// rule has one. patternRules is the mask of those rules.
+	patterns     *regexp.Regexp
+	patternRules []uint64
 }
 
 // fieldIndex maps the values of one header, cookie or query parameter to masks.
@@ -40,8 +54,16 @@ func indexRules(rules []rule) ruleIndex {
 	users, exact, prefix, methods := newMaskSet(words), newMaskSet(words), newMaskSet(words), newMaskSet(words)
 	var fields []*maskSet
 	lens := map[int]bool{}
+	var patterns []string
 	for i := 0; i < len(rules); i++ {
 		r := &rules[i]
+		if alternatives := pathAlternatives(&r.path); alternatives != nil {
+			patterns = append(patterns, alternatives...)
+			if ix.patternRules == nil {
+				ix.patternRules = make([]uint64, words)
+			}
+			ix.patternRules[i>>6] |= 1 << uint(i&63)
+		}
 		switch {
 		case r.users != nil:
 			for user := range r.users {
@@ -80,7 +102,32 @@ func indexRules(rules []rule) ruleIndex {
 		ix.prefixLens = append(ix.prefixLens, n)
 	}
 	sort.Ints(ix.prefixLens)
+	if patterns != nil {
+		// Each part compiled alone in New, so the alternation compiles too, unless it is too
+		// large for the regexp package: then the rules are simply checked one by one.
+		if re, err := regexp.Compile(strings.Join(patterns, "|")); err == nil {
+			ix.patterns = re
+		} else {
+			ix.patternRules = nil
+		}
+	}
 	return ix
+}
+
+// pathAlternatives returns the regular expressions, one of which matches a path exactly when
+// the contains or regex condition m holds; nil for other path conditions.
+func pathAlternatives(m *pathMatch) []string {
+	switch m.kind {
+	case pathContains:
+		out := make([]string, len(m.list))
+		for i := 0; i < len(m.list); i++ {
+			out[i] = regexp.QuoteMeta(m.list[i])
+		}
+		return out
+	case pathRegex:
+		return []string{"(?:" + m.re.String() + ")"}
+	}
+	return nil
 }
 
 // anchorPair returns the position of the first pair that asks for an exact value, or -1.
@@ -200,6 +247,11 @@ func candidates(ix *ruleIndex, d *decision, mask []uint64) {
 	if ix.fields != nil {
 		addFields(ix, d, mask)
 	}
+	if ix.patterns != nil && !ix.patterns.MatchString(path) {
+		for i := 0; i < len(mask); i++ {
+			mask[i] &^= ix.patternRules[i]
+		}
+	}
 }
 
 // addFields adds to mask the rules filed under the values of the request's headers, cookies and
@@ -209,7 +261,11 @@ func addFields(ix *ruleIndex, d *decision, mask []uint64) {
 		f := &ix.fields[i].field
 		v, ok := lookup(d.req, f.kind, f.name)
 		if f.slot >= 0 {
-			d.values[f.slot], d.found[f.slot], d.resolved[f.slot] = v, ok, true
+			// One assignment each: Yaegi stores only the first element of a tuple
+			// assignment into array elements.
+			d.values[f.slot] = v
+			d.found[f.slot] = ok
+			d.resolved[f.slot] = true
 		}
 		if m := ix.fields[i].values[v]; ok && m != nil {
 			orMask(mask, m)
