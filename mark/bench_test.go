@@ -68,7 +68,12 @@ func benchConfig() *mark.Config {
 
 // benchDecision measures one decision of the benchConfig middleware for req.
 func benchDecision(b *testing.B, req *http.Request, want string) {
-	h, err := mark.New(context.Background(), http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), benchConfig(), "bench")
+	benchHandler(b, benchConfig(), req, want)
+}
+
+// benchHandler measures one decision of the cfg middleware for req.
+func benchHandler(b *testing.B, cfg *mark.Config, req *http.Request, want string) {
+	h, err := mark.New(context.Background(), http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), cfg, "bench")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -111,4 +116,20 @@ func BenchmarkDecisionHitFirstRule(b *testing.B) {
 
 func BenchmarkDecisionHitPercent(b *testing.B) {
 	benchDecision(b, benchRequest("visitor-28"), "canary")
+}
+
+// BenchmarkDecisionNoRules measures the fixed cost of the request path: an identity source, no rules.
+func BenchmarkDecisionNoRules(b *testing.B) {
+	cfg := mark.CreateConfig()
+	cfg.Identity = mark.Identity{Header: "X-User-Id"}
+	benchHandler(b, cfg, benchRequest("visitor-28"), "")
+}
+
+// BenchmarkDecisionPercentOnly measures one 10 % rule evaluated for a request with a user ID.
+func BenchmarkDecisionPercentOnly(b *testing.B) {
+	cfg := mark.CreateConfig()
+	cfg.Identity = mark.Identity{Header: "X-User-Id"}
+	ten := 10.0
+	cfg.Rules = []mark.Rule{{Name: "ten-percent", Lane: "canary", Percent: &ten}}
+	benchHandler(b, cfg, benchRequest("visitor-28"), "canary")
 }

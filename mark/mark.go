@@ -166,6 +166,17 @@ func decide(h *handler, rw http.ResponseWriter, req *http.Request) {
 	}
 	delete(req.Header, h.header)
 	lane := h.defaultLane
+	if len(h.rules) > 0 {
+		lane = ruleLane(h, rw, req)
+	}
+	if lane != "" {
+		req.Header[h.header] = []string{lane}
+	}
+}
+
+// ruleLane returns the lane of the first rule that matches req, or the default lane; with a rule
+// header configured, it names the matching rule on rw.
+func ruleLane(h *handler, rw http.ResponseWriter, req *http.Request) string {
 	d := decision{handler: h, rw: rw, req: req}
 	var small [smallMask]uint64
 	mask := small[:]
@@ -174,25 +185,18 @@ func decide(h *handler, rw http.ResponseWriter, req *http.Request) {
 	}
 	mask = mask[:h.index.words]
 	candidates(&h.index, &d, mask)
-	matched := -1
-	for w := 0; w < len(mask) && matched < 0; w++ {
-		for m := mask[w]; m != 0 && matched < 0; m &= m - 1 {
-			i := w<<6 + bits.TrailingZeros64(m)
-			if len(h.rules[i].checks) == 0 || matchRule(&h.rules[i], &d) {
-				matched = i
+	for w := 0; w < len(mask); w++ {
+		for m := mask[w]; m != 0; m &= m - 1 {
+			r := &h.rules[w<<6+bits.TrailingZeros64(m)]
+			if len(r.checks) == 0 || matchRule(r, &d) {
+				if h.ruleHeader != "" {
+					rw.Header()[h.ruleHeader] = []string{r.name}
+				}
+				return r.lane
 			}
 		}
 	}
-	if matched >= 0 {
-		r := &h.rules[matched]
-		lane = r.lane
-		if h.ruleHeader != "" {
-			rw.Header()[h.ruleHeader] = []string{r.name}
-		}
-	}
-	if lane != "" {
-		req.Header[h.header] = []string{lane}
-	}
+	return h.defaultLane
 }
 
 // keepIncoming reports, for incoming keep or trustedIPs, whether the lane header sent with req is
