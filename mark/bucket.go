@@ -11,19 +11,13 @@ import (
 const bucketCount = 10000
 
 // bucket returns the bucket of key under a salt, given as salt + ":": the first 8 bytes of
-// SHA-256(salt + ":" + key) read as a big-endian integer, modulo 10000. It does not allocate for
-// keys and salts of usual lengths.
+// SHA-256(salt + ":" + key) read as a big-endian integer, modulo 10000. It is one expression:
+// under Yaegi, every variable and expression of a function costs an allocation per call (the
+// concatenation is cheaper there than copying into a buffer); compiled, the concatenation stays
+// on the stack when it is at most 32 bytes long.
 func bucket(saltColon, key string) uint64 {
-	var buf [320]byte
-	var sum [sha256.Size]byte
-	if len(saltColon)+len(key) <= len(buf) {
-		n := copy(buf[:], saltColon)
-		n += copy(buf[n:], key)
-		sum = sha256.Sum256(buf[:n])
-	} else {
-		sum = sha256.Sum256([]byte(saltColon + key))
-	}
-	return binary.BigEndian.Uint64(sum[:8]) % bucketCount
+	sum := sha256.Sum256([]byte(saltColon + key))
+	return binary.BigEndian.Uint64(sum[:]) % bucketCount
 }
 
 // parsePercent checks a percentage and returns its threshold: the number of buckets, out of
