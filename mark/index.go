@@ -39,6 +39,9 @@ type ruleIndex struct {
 	// rule has one. patternRules is the mask of those rules.
 	patterns     *regexp.Regexp
 	patternRules []uint64
+	// keyed is set when some rule has an anchor or a path pattern; without, the candidates are
+	// always.
+	keyed bool
 }
 
 // fieldIndex maps the values of one header, cookie or query parameter to masks.
@@ -111,6 +114,8 @@ func indexRules(rules []rule) ruleIndex {
 			ix.patternRules = nil
 		}
 	}
+	ix.keyed = ix.users != nil || ix.exact != nil || ix.prefix != nil || ix.methods != nil ||
+		ix.fields != nil || ix.patterns != nil
 	return ix
 }
 
@@ -219,8 +224,13 @@ func (s *maskSet) table() map[string][]uint64 {
 	return t
 }
 
-// candidates sets in mask the rules the request of d can match.
-func candidates(ix *ruleIndex, d *decision, mask []uint64) {
+// candidates returns the mask of the rules the request of d can match, in small when it fits.
+func candidates(ix *ruleIndex, d *decision, small *[smallMask]uint64) []uint64 {
+	mask := small[:]
+	if ix.words > smallMask {
+		mask = make([]uint64, ix.words)
+	}
+	mask = mask[:ix.words]
 	copy(mask, ix.always)
 	req := d.req
 	if ix.users != nil {
@@ -252,6 +262,7 @@ func candidates(ix *ruleIndex, d *decision, mask []uint64) {
 			mask[i] &^= ix.patternRules[i]
 		}
 	}
+	return mask
 }
 
 // addFields adds to mask the rules filed under the values of the request's headers, cookies and

@@ -179,12 +179,10 @@ func decide(h *handler, rw http.ResponseWriter, req *http.Request) {
 func ruleLane(h *handler, rw http.ResponseWriter, req *http.Request) string {
 	d := decision{handler: h, rw: rw, req: req}
 	var small [smallMask]uint64
-	mask := small[:]
-	if h.index.words > smallMask {
-		mask = make([]uint64, h.index.words)
+	mask := h.index.always
+	if h.index.keyed {
+		mask = candidates(&h.index, &d, &small)
 	}
-	mask = mask[:h.index.words]
-	candidates(&h.index, &d, mask)
 	for w := 0; w < len(mask); w++ {
 		for m := mask[w]; m != 0; m &= m - 1 {
 			r := &h.rules[w<<6+bits.TrailingZeros64(m)]
