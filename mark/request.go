@@ -110,17 +110,8 @@ func clock(d *decision) time.Time {
 	return d.now
 }
 
-// inBucket reports whether the request falls in the first threshold buckets of salt: by its
-// identity, else by its anonymous key, else (anonymous "random") by a fresh draw.
-func inBucket(d *decision, salt string, threshold uint64) bool {
-	if id := userID(d); id != "" {
-		return bucket(salt, id) < threshold
-	}
-	return anonymousInBucket(d, salt, threshold)
-}
-
-// anonymousInBucket is inBucket for a request without identity. At 0 % it does not look for an
-// anonymous key, so that no sticky cookie is issued.
+// anonymousInBucket reports whether a request without identity falls in the first threshold
+// buckets of salt. At 0 % it does not look for an anonymous key, so that no sticky cookie is issued.
 func anonymousInBucket(d *decision, salt string, threshold uint64) bool {
 	if threshold == 0 {
 		return false

@@ -303,12 +303,18 @@ func matchVersions(r *rule, d *decision) bool {
 	return found && matchConstraint(r.versions, v)
 }
 
-// matchPercent reports whether the request of d falls in the percentage of r, or of its ramp.
+// matchPercent reports whether the request of d falls in the first buckets of r, as many as its
+// percentage or its ramp gives: by its identity, else by its anonymous key, else (anonymous
+// "random") by a fresh draw.
 func matchPercent(r *rule, d *decision) bool {
+	threshold := r.threshold
 	if len(r.ramp) > 0 {
-		return inBucket(d, r.salt, rampThreshold(r.ramp, clock(d)))
+		threshold = rampThreshold(r.ramp, clock(d))
 	}
-	return inBucket(d, r.salt, r.threshold)
+	if id := userID(d); id != "" {
+		return bucket(r.salt, id) < threshold
+	}
+	return anonymousInBucket(d, r.salt, threshold)
 }
 
 // allAccept reports whether the request of d satisfies every pair.
