@@ -262,17 +262,17 @@ func newPairs(kind int, m map[string]string, fields *fieldTable) ([]pair, error)
 func matchRule(r *rule, d *decision) bool {
 	ok := true
 	for i := 0; i < len(r.checks) && ok; i++ {
-		switch r.checks[i] {
+		switch check := r.checks[i]; check {
 		case checkPathPattern:
-			ok = matchPathPattern(&r.path, d.req.URL.Path)
+			ok = matchPathPattern(r, d)
 		case checkPairs:
-			ok = allAccept(r.pairs, d)
+			ok = allAccept(r, d)
 		case checkVersions:
 			ok = matchVersions(r, d)
 		case checkPercent:
 			ok = matchPercent(r, d)
 		default:
-			ok = matchOther(r, d, r.checks[i])
+			ok = matchOther(r, d, check)
 		}
 	}
 	return ok
@@ -317,10 +317,10 @@ func matchPercent(r *rule, d *decision) bool {
 	return anonymousInBucket(d, r.salt, threshold)
 }
 
-// allAccept reports whether the request of d satisfies every pair.
-func allAccept(pairs []pair, d *decision) bool {
-	for i := 0; i < len(pairs); i++ {
-		p := &pairs[i]
+// allAccept reports whether the request of d satisfies every pair of r.
+func allAccept(r *rule, d *decision) bool {
+	for i := 0; i < len(r.pairs); i++ {
+		p := &r.pairs[i]
 		v, ok := fieldValue(d, p)
 		if !ok || !p.present && v != p.value {
 			return false
@@ -329,8 +329,10 @@ func allAccept(pairs []pair, d *decision) bool {
 	return true
 }
 
-// matchPathPattern reports whether path satisfies a contains or regex PathMatch.
-func matchPathPattern(m *pathMatch, path string) bool {
+// matchPathPattern reports whether the path of the request of d satisfies the contains or regex
+// PathMatch of r.
+func matchPathPattern(r *rule, d *decision) bool {
+	m, path := &r.path, d.req.URL.Path
 	if m.kind == pathRegex {
 		return m.re.MatchString(path)
 	}
