@@ -149,30 +149,25 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 	return h, nil
 }
 
-// ServeHTTP marks the request with its lane and passes it on.
+// ServeHTTP sets the lane header of req, then passes req on: the trusted incoming lane header,
+// or the lane of the first matching rule, or the default lane, or none. (It does the work itself:
+// under Yaegi, every call of an interpreted function costs allocations.)
 func (h *handler) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
-	decide(h, rw, req)
+	if h.incoming == incomingStrip || !keepIncoming(h, req) {
+		delete(req.Header, h.header)
+		lane := h.defaultLane
+		if len(h.rules) > 0 {
+			lane = ruleLane(h, rw, req)
+		}
+		if lane != "" {
+			req.Header[h.header] = []string{lane}
+		}
+	}
 	h.next.ServeHTTP(rw, req)
 }
 
 // The request path is written as plain functions rather than methods: Yaegi runs a method call
 // about five times slower than a function call.
-
-// decide sets the lane header of req: the trusted incoming one, or the lane of the first matching
-// rule, or the default lane, or none.
-func decide(h *handler, rw http.ResponseWriter, req *http.Request) {
-	if h.incoming != incomingStrip && keepIncoming(h, req) {
-		return
-	}
-	delete(req.Header, h.header)
-	lane := h.defaultLane
-	if len(h.rules) > 0 {
-		lane = ruleLane(h, rw, req)
-	}
-	if lane != "" {
-		req.Header[h.header] = []string{lane}
-	}
-}
 
 // ruleLane returns the lane of the first rule that matches req, or the default lane; with a rule
 // header configured, it names the matching rule on rw.
