@@ -47,8 +47,10 @@ func newIdentitySource(id Identity) identitySource {
 // longer than maxIDLen bytes is skipped. The header, the usual source, is read here; the others in
 // a function of their own, so that (under Yaegi) a request with the header does not pay for them.
 func lookupIdentity(s *identitySource, req *http.Request) string {
-	if values := req.Header[s.header]; len(values) > 0 && values[0] != "" && len(values[0]) <= maxIDLen {
-		return values[0] // validID inline: a call costs more than these expressions under Yaegi
+	if values := req.Header[s.header]; len(values) > 0 {
+		if v := values[0]; v != "" && len(v) <= maxIDLen {
+			return v // validID inline: a call costs more than these expressions under Yaegi
+		}
 	}
 	return identityBeyondHeader(s, req)
 }
