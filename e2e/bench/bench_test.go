@@ -265,18 +265,13 @@ func benchGroups(rs bench.RuleSet, stable, lane string) []group {
 // traefikOpts returns the options of a variant's Traefik; plugins nil declares graylane-mark
 // and graylane-dispatch, an empty map no plugin at all.
 func traefikOpts(plugins, sources map[string]string, dyn string) harness.TraefikOptions {
-	// No metrics: Traefik's per-request work is routing and proxying only.
-	static := "metrics: null\n"
-	if plugins != nil && len(plugins) == 0 {
-		// Traefik refuses an empty localPlugins map; leave the plugin system out instead.
-		static += "experimental: null\n"
-	}
 	return harness.TraefikOptions{
 		Dynamic:            dyn,
 		LocalPlugins:       plugins,
 		ExtraPluginSources: sources,
 		LogLevel:           "ERROR",
-		ExtraStatic:        static,
+		// No metrics: Traefik's per-request work is routing and proxying only.
+		ExtraStatic: "metrics: null\n",
 	}
 }
 
