@@ -108,3 +108,25 @@ func TestRepoRoot(t *testing.T) {
 		}
 	}
 }
+
+// TestTraefikWithoutPlugins starts Traefik with no local plugin at all, as the benchmark's
+// plugin-free variants do: the static configuration must then have no localPlugins section.
+func TestTraefikWithoutPlugins(t *testing.T) {
+	backend := harness.StartBackend(t, "plain")
+	tr := harness.StartTraefik(t, harness.TraefikOptions{
+		LocalPlugins: map[string]string{},
+		Dynamic: `
+http:
+  routers:
+    plain: {rule: "PathPrefix(` + "`/`" + `)", entryPoints: [web], service: plain}
+  services:
+    plain:
+      loadBalancer:
+        servers: [{url: "` + backend.URL + `"}]
+`,
+	})
+	tr.WaitRouter(t, "plain", 30*time.Second)
+	if got := harness.Do(t, "GET", tr.URL+"/", nil, nil).Backend(); got != "plain" {
+		t.Fatalf("answered by %q", got)
+	}
+}
