@@ -26,9 +26,9 @@ const maxWeight = 1000
 // handler is one dispatch middleware instance. Everything is built in New; ServeHTTP only looks up.
 type handler struct {
 	next     http.Handler
-	header   string // canonical lane header key
-	reject   bool   // unknownLane: reject
-	servedBy string // canonical response header key, or ""
+	unknown  http.Handler // the handler of unknown lanes: next, or a rejecter
+	header   string       // canonical lane header key
+	servedBy string       // canonical response header key, or ""
 	lanes    map[string]*lane
 }
 
@@ -176,10 +176,14 @@ func withDefaults(cfg Config) Config {
 // their balancers and the servers' proxies.
 func build(next http.Handler, cfg *Config) (*handler, error) {
 	h := &handler{
-		next:   next,
-		header: http.CanonicalHeaderKey(cfg.Header),
-		reject: strings.ToLower(cfg.UnknownLane) == unknownReject,
-		lanes:  make(map[string]*lane, len(cfg.Lanes)),
+		next:    next,
+		unknown: next,
+		header:  http.CanonicalHeaderKey(cfg.Header),
+		lanes:   make(map[string]*lane, len(cfg.Lanes)),
+	}
+	if strings.ToLower(cfg.UnknownLane) == unknownReject {
+		var unknown http.Handler = rejecter{}
+		h.unknown = unknown
 	}
 	if cfg.ServedByHeader != "" {
 		h.servedBy = http.CanonicalHeaderKey(cfg.ServedByHeader)
@@ -330,7 +334,8 @@ func sortedNames(lanes map[string]Lane) []string {
 // The lane is the lane header's first value, trimmed and lower-cased; a value that is not a valid
 // lane name is simply not found among the configured lanes. Under Yaegi every value a function
 // computes costs an allocation, so ServeHTTP is kept to the few steps that a request without a
-// lane takes, and the exact lane name is looked up before the normalised one.
+// lane takes (unknownLane's handler is chosen in New), and the exact lane name is looked up
+// before the normalised one.
 func (h *handler) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	if values := req.Header[h.header]; len(values) != 0 {
 		l := h.lanes[values[0]]
@@ -342,15 +347,14 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
-	if h.reject {
-		reject(rw)
-		return
-	}
-	h.next.ServeHTTP(rw, req)
+	h.unknown.ServeHTTP(rw, req)
 }
 
-// reject answers a request of an unknown lane when unknownLane is reject.
-func reject(rw http.ResponseWriter) {
+// rejecter is the handler of unknown lanes when unknownLane is reject.
+type rejecter struct{}
+
+// ServeHTTP answers a request of an unknown lane.
+func (rejecter) ServeHTTP(rw http.ResponseWriter, _ *http.Request) {
 	http.Error(rw, "unknown gray lane", http.StatusBadRequest)
 }
 
