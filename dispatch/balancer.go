@@ -85,9 +85,17 @@ func period(servers []*server) int {
 
 // pickOnly is pick for a balancer with only one server to pick: it needs no lock, since smooth
 // weighted round robin always picks that server (when it is not down) and keeps its current
-// weight at 0.
+// weight at 0. The health table is looked at only when it holds a record (onlyAvailable).
 func pickOnly(b *balancer) *server {
-	if b.checking && atomic.LoadInt64(&healthRecords.size) != 0 && isDown(b.only.key) {
+	if atomic.LoadInt64(&healthRecords.size) == 0 {
+		return b.only
+	}
+	return onlyAvailable(b)
+}
+
+// onlyAvailable is pickOnly while the health table holds records.
+func onlyAvailable(b *balancer) *server {
+	if b.checking && isDown(b.only.key) {
 		return nil
 	}
 	return b.only
@@ -99,13 +107,14 @@ func pickOnly(b *balancer) *server {
 // value a function computes (taken branch or not) costs an allocation per call. A lane with a
 // schedule takes its next entry, without a lock, as long as the health table holds no record.
 func pick(b *balancer) *server {
-	if b.schedule == nil || b.checking && atomic.LoadInt64(&healthRecords.size) != 0 {
+	if b.schedule == nil || atomic.LoadInt64(&healthRecords.size) != 0 {
 		return pickAvailable(b)
 	}
 	return b.schedule[atomic.AddUint64(&b.turn, 1)%uint64(len(b.schedule))]
 }
 
-// pickAvailable is pick for a lane without a schedule, or while the health table holds records.
+// pickAvailable is pick for a lane without a schedule, or while the health table holds records
+// (of any lane: pick does not look whether b checks health).
 // A lane with a schedule still takes its next entry when none of its servers is down. Otherwise
 // smooth weighted round robin runs over the servers that are not down, under the lock, so that
 // they share the requests in the ratio of their weights.
