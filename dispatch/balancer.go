@@ -37,7 +37,8 @@ type balancer struct {
 	// picks (starting from ^0, so that the first pick takes schedule[0]).
 	schedule []*server
 	turn     uint64
-	checking bool // passive health checking is on
+	length   uint64 // len(schedule)
+	checking bool   // passive health checking is on
 }
 
 // maxSchedule bounds the length of a balancer's schedule (8 KiB of pointers).
@@ -61,6 +62,7 @@ func newBalancer(servers []*server, health *healthPolicy) *balancer {
 			b.schedule[i] = step(b.weighted, false)
 		}
 		b.turn = ^uint64(0)
+		b.length = uint64(n)
 	}
 	return b
 }
@@ -110,7 +112,7 @@ func pick(b *balancer) *server {
 	if b.schedule == nil || atomic.LoadInt64(&healthRecords.size) != 0 {
 		return pickAvailable(b)
 	}
-	return b.schedule[atomic.AddUint64(&b.turn, 1)%uint64(len(b.schedule))]
+	return b.schedule[atomic.AddUint64(&b.turn, 1)%b.length]
 }
 
 // pickAvailable is pick for a lane without a schedule, or while the health table holds records
@@ -121,7 +123,7 @@ func pick(b *balancer) *server {
 func pickAvailable(b *balancer) *server {
 	checking := b.checking && atomic.LoadInt64(&healthRecords.size) != 0
 	if b.schedule != nil && !anyDown(b.weighted, checking) {
-		return b.schedule[atomic.AddUint64(&b.turn, 1)%uint64(len(b.schedule))]
+		return b.schedule[atomic.AddUint64(&b.turn, 1)%b.length]
 	}
 	b.mu.Lock()
 	s := step(b.weighted, checking)
