@@ -85,43 +85,31 @@ func period(servers []*server) int {
 	return sum / divisor
 }
 
-// pickOnly is pick for a balancer with only one server to pick: it needs no lock, since smooth
-// weighted round robin always picks that server (when it is not down) and keeps its current
-// weight at 0. The health table is looked at only when it holds a record (onlyAvailable).
-func pickOnly(b *balancer) *server {
-	if atomic.LoadInt64(&healthRecords.size) == 0 {
-		return b.only
-	}
-	return onlyAvailable(b)
-}
-
-// onlyAvailable is pickOnly while the health table holds records.
-func onlyAvailable(b *balancer) *server {
-	if b.checking && isDown(b.only.key) {
-		return nil
-	}
-	return b.only
-}
-
-// pick returns the next server of b that is not down, or nil when there is none. It and the
-// other functions of the request path are plain functions, not methods, and compute few
+// pick returns the next server of a balancer of several servers to pick while the health table
+// holds no record (serveLane takes the only one itself and calls pickAvailable otherwise). It and
+// the other functions of the request path are plain functions, not methods, and compute few
 // intermediate values: under Yaegi a method call costs several times a function call, and every
 // value a function computes (taken branch or not) costs an allocation per call. A lane with a
-// schedule takes its next entry, without a lock, as long as the health table holds no record.
+// schedule takes its next entry, without a lock.
 func pick(b *balancer) *server {
-	if b.schedule == nil || atomic.LoadInt64(&healthRecords.size) != 0 {
+	if b.schedule == nil {
 		return pickAvailable(b)
 	}
 	return b.schedule[atomic.AddUint64(&b.turn, 1)%b.length]
 }
 
-// pickAvailable is pick for a lane without a schedule, or while the health table holds records
-// (of any lane: pick does not look whether b checks health).
+// pickAvailable returns the next server of b that is not down, or nil when there is none, for a
+// lane without a schedule or while the health table holds records (of any lane: serveLane does not
+// look whether b checks health). A lane with one server to pick takes it when it is not down,
+// without a lock: smooth weighted round robin always picks it and keeps its current weight at 0.
 // A lane with a schedule still takes its next entry when none of its servers is down. Otherwise
 // smooth weighted round robin runs over the servers that are not down, under the lock, so that
 // they share the requests in the ratio of their weights.
 func pickAvailable(b *balancer) *server {
 	checking := b.checking && atomic.LoadInt64(&healthRecords.size) != 0
+	if b.only != nil {
+		return onlyAvailable(b.only, checking)
+	}
 	if b.schedule != nil && !anyDown(b.weighted, checking) {
 		return b.schedule[atomic.AddUint64(&b.turn, 1)%b.length]
 	}
@@ -129,6 +117,14 @@ func pickAvailable(b *balancer) *server {
 	s := step(b.weighted, checking)
 	b.mu.Unlock()
 	return s
+}
+
+// onlyAvailable returns only, the one server of a lane to pick, or nil when it is down.
+func onlyAvailable(only *server, checking bool) *server {
+	if checking && isDown(only.key) {
+		return nil
+	}
+	return only
 }
 
 // anyDown reports whether one of servers is down, when checking.

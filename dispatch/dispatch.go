@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -367,14 +368,13 @@ func findLane(h *handler, value string) *lane {
 // lane's other servers, and hands it to l's fallback when no server is available. The request
 // keeps its state here: a server's proxy asks for a retry by leaving retryMark in the response
 // headers (see proxyError), which costs far less under Yaegi than carrying state in the request
-// context.
+// context. A lane with one server to pick takes it at once while the health table holds no record.
 func serveLane(h *handler, l *lane, rw http.ResponseWriter, req *http.Request) {
-	b := l.balancer
-	s := b.only
-	if s == nil {
-		s = pick(b)
-	} else {
-		s = pickOnly(b)
+	s := l.balancer.only
+	if atomic.LoadInt64(&healthRecords.size) != 0 {
+		s = pickAvailable(l.balancer)
+	} else if s == nil {
+		s = pick(l.balancer)
 	}
 	if s == nil {
 		serveFallback(h, l, rw, req)
