@@ -26,11 +26,9 @@ const maxWeight = 1000
 
 // handler is one dispatch middleware instance. Everything is built in New; ServeHTTP only looks up.
 type handler struct {
-	next     http.Handler
-	unknown  http.Handler // the handler of unknown lanes: next, or a rejecter
-	header   string       // canonical lane header key
-	servedBy string       // canonical response header key, or ""
-	lanes    map[string]*lane
+	unknown http.Handler // the handler of unknown lanes: next, or a rejecter
+	header  string       // canonical lane header key
+	lanes   map[string]*lane
 }
 
 // lane is one configured lane: its servers and what takes a request they cannot.
@@ -43,6 +41,11 @@ type lane struct {
 	fallbackLane *lane
 	// servedBy is the served-by header value when the fallback takes the request: "<lane> next|none".
 	servedBy string
+	// servedByKey and next are the middleware's served-by header key (or "") and next handler,
+	// for the fallback (a lane has no pointer to its handler: Yaegi cannot build the two
+	// mutually recursive types).
+	servedByKey string
+	next        http.Handler
 }
 
 // New validates the configuration, fills in its defaults and builds the middleware.
@@ -177,7 +180,6 @@ func withDefaults(cfg Config) Config {
 // their balancers and the servers' proxies.
 func build(next http.Handler, cfg *Config) (*handler, error) {
 	h := &handler{
-		next:    next,
 		unknown: next,
 		header:  http.CanonicalHeaderKey(cfg.Header),
 		lanes:   make(map[string]*lane, len(cfg.Lanes)),
@@ -186,10 +188,10 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 		var unknown http.Handler = rejecter{}
 		h.unknown = unknown
 	}
+	opts := &serverOptions{}
 	if cfg.ServedByHeader != "" {
-		h.servedBy = http.CanonicalHeaderKey(cfg.ServedByHeader)
+		opts.servedBy = http.CanonicalHeaderKey(cfg.ServedByHeader)
 	}
-	opts := &serverOptions{servedBy: h.servedBy}
 	health, err := parseHealth(&cfg.Health)
 	if err != nil {
 		return nil, fmt.Errorf("health.%w", err)
@@ -207,6 +209,7 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 		if err != nil {
 			return nil, fmt.Errorf("lanes.%s.%w", names[i], err)
 		}
+		l.next = next
 		h.lanes[l.name] = l
 	}
 	for _, l := range h.lanes {
@@ -233,6 +236,7 @@ func buildLane(name string, cfg Lane, opts *serverOptions) (*lane, error) {
 		l.fallback = fallbackNext
 	}
 	l.servedBy = name + " " + l.fallback
+	l.servedByKey = opts.servedBy
 	servers := make([]*server, len(cfg.Servers))
 	for i := 0; i < len(cfg.Servers); i++ {
 		s, err := buildServer(name, i, cfg.Servers[i], opts)
@@ -344,7 +348,7 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 			l = findLane(h, values[0])
 		}
 		if l != nil {
-			serveLane(h, l, rw, req)
+			serveLane(l, rw, req)
 			return
 		}
 	}
@@ -369,7 +373,7 @@ func findLane(h *handler, value string) *lane {
 // keeps its state here: a server's proxy asks for a retry by leaving retryMark in the response
 // headers (see proxyError), which costs far less under Yaegi than carrying state in the request
 // context. A lane with one server to pick takes it at once while the health table holds no record.
-func serveLane(h *handler, l *lane, rw http.ResponseWriter, req *http.Request) {
+func serveLane(l *lane, rw http.ResponseWriter, req *http.Request) {
 	s := l.balancer.only
 	if atomic.LoadInt64(&healthRecords.size) != 0 {
 		s = pickAvailable(l.balancer)
@@ -377,7 +381,7 @@ func serveLane(h *handler, l *lane, rw http.ResponseWriter, req *http.Request) {
 		s = pick(l.balancer)
 	}
 	if s == nil {
-		serveFallback(h, l, rw, req)
+		serveFallback(l, rw, req)
 		return
 	}
 	hdr := req.Header
@@ -390,17 +394,17 @@ func serveLane(h *handler, l *lane, rw http.ResponseWriter, req *http.Request) {
 		forwardHost(s, rw, req)
 	}
 	if rw.Header()[retryMark] != nil {
-		retry(h, l, s, rw, req)
+		retry(l, s, rw, req)
 	}
 }
 
 // retry sends a request that failed on the server first to the lane's next available servers in
 // turn, as long as their proxies ask for a retry, then to the lane's fallback.
-func retry(h *handler, l *lane, first *server, rw http.ResponseWriter, req *http.Request) {
+func retry(l *lane, first *server, rw http.ResponseWriter, req *http.Request) {
 	for s := first; rw.Header()[retryMark] != nil; {
 		delete(rw.Header(), retryMark)
 		if s = after(l.balancer, s, first); s == nil {
-			serveFallback(h, l, rw, req)
+			serveFallback(l, rw, req)
 			return
 		}
 		if l.passHost {
@@ -425,19 +429,19 @@ func forwardHost(s *server, rw http.ResponseWriter, req *http.Request) {
 }
 
 // serveFallback hands a request that l's servers cannot take to l's fallback.
-func serveFallback(h *handler, l *lane, rw http.ResponseWriter, req *http.Request) {
+func serveFallback(l *lane, rw http.ResponseWriter, req *http.Request) {
 	if l.fallbackLane != nil {
-		serveLane(h, l.fallbackLane, rw, req)
+		serveLane(l.fallbackLane, rw, req)
 		return
 	}
-	if h.servedBy != "" {
-		rw.Header().Set(h.servedBy, l.servedBy)
+	if l.servedByKey != "" {
+		rw.Header().Set(l.servedByKey, l.servedBy)
 	}
 	if l.fallback == fallbackNone {
 		writeError(rw, http.StatusBadGateway)
 		return
 	}
-	h.next.ServeHTTP(rw, req)
+	l.next.ServeHTTP(rw, req)
 }
 
 // isLaneName reports whether s is a lane name: [a-z0-9]([a-z0-9._-]{0,62}).
