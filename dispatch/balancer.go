@@ -33,12 +33,13 @@ type balancer struct {
 	weighted []*server // the servers whose weight is not 0
 	only     *server   // the one server whose weight is not 0, or nil when there are more or none
 	// schedule is one period of the sequence smooth weighted round robin picks from weighted,
-	// computed in New when it has at most maxSchedule entries; turn, used atomically, counts the
-	// picks (starting from ^0, so that the first pick takes schedule[0]).
+	// computed in New when it has at most maxSchedule entries; turn, used atomically through next,
+	// counts the picks (starting from ^0, so that the first pick takes schedule[0]).
 	schedule []*server
 	turn     uint64
-	length   uint64 // len(schedule)
-	checking bool   // passive health checking is on
+	length   uint64  // len(schedule)
+	next     *uint64 // &turn, one value fewer to compute for Yaegi
+	checking bool    // passive health checking is on
 }
 
 // maxSchedule bounds the length of a balancer's schedule (8 KiB of pointers).
@@ -62,6 +63,7 @@ func newBalancer(servers []*server, health *healthPolicy) *balancer {
 			b.schedule[i] = step(b.weighted, false)
 		}
 		b.turn = ^uint64(0)
+		b.next = &b.turn
 		b.length = uint64(n)
 	}
 	return b
@@ -95,7 +97,7 @@ func pick(b *balancer) *server {
 	if b.schedule == nil {
 		return pickAvailable(b)
 	}
-	return b.schedule[atomic.AddUint64(&b.turn, 1)%b.length]
+	return b.schedule[atomic.AddUint64(b.next, 1)%b.length]
 }
 
 // pickAvailable returns the next server of b that is not down, or nil when there is none, for a
@@ -106,12 +108,12 @@ func pick(b *balancer) *server {
 // smooth weighted round robin runs over the servers that are not down, under the lock, so that
 // they share the requests in the ratio of their weights.
 func pickAvailable(b *balancer) *server {
-	checking := b.checking && atomic.LoadInt64(&healthRecords.size) != 0
+	checking := b.checking && atomic.LoadInt64(healthSize) != 0
 	if b.only != nil {
 		return onlyAvailable(b.only, checking)
 	}
 	if b.schedule != nil && !anyDown(b.weighted, checking) {
-		return b.schedule[atomic.AddUint64(&b.turn, 1)%b.length]
+		return b.schedule[atomic.AddUint64(b.next, 1)%b.length]
 	}
 	b.mu.Lock()
 	s := step(b.weighted, checking)

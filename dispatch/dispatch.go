@@ -377,7 +377,7 @@ func findLane(h *handler, value string) *lane {
 // context. A lane with one server to pick takes it at once while the health table holds no record.
 func serveLane(l *lane, rw http.ResponseWriter, req *http.Request) {
 	s := l.balancer.only
-	if atomic.LoadInt64(&healthRecords.size) != 0 {
+	if atomic.LoadInt64(healthSize) != 0 {
 		s = pickAvailable(l.balancer)
 	} else if s == nil {
 		s = pick(l.balancer)
