@@ -344,15 +344,12 @@ func sortedNames(lanes map[string]Lane) []string {
 func (h *handler) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	// A range rather than len and an index: fewer values for Yaegi. It looks at the first value only.
 	for _, value := range req.Header[h.header] {
-		l := h.lanes[value]
-		if l == nil {
-			l = findLane(h, value)
-		}
-		if l != nil {
+		if l := h.lanes[value]; l != nil {
 			serveLane(l, rw, req)
 			return
 		}
-		break //nolint:staticcheck // SA4004: the first value only, on purpose
+		serveValue(h, value, rw, req)
+		return //nolint:staticcheck // SA4004: the first value only, on purpose
 	}
 	h.unknown.ServeHTTP(rw, req)
 }
@@ -365,9 +362,14 @@ func (rejecter) ServeHTTP(rw http.ResponseWriter, _ *http.Request) {
 	http.Error(rw, "unknown gray lane", http.StatusBadRequest)
 }
 
-// findLane returns the lane named by a lane header value that is not exactly a lane name, or nil.
-func findLane(h *handler, value string) *lane {
-	return h.lanes[strings.ToLower(strings.TrimSpace(value))]
+// serveValue serves a request whose lane header value is not exactly a lane name: it is trimmed
+// and lower-cased, and a request of an unknown lane goes to unknownLane.
+func serveValue(h *handler, value string, rw http.ResponseWriter, req *http.Request) {
+	if l := h.lanes[strings.ToLower(strings.TrimSpace(value))]; l != nil {
+		serveLane(l, rw, req)
+		return
+	}
+	h.unknown.ServeHTTP(rw, req)
 }
 
 // serveLane sends req to the next server of l, retries a failed request without a body on the
