@@ -1,6 +1,7 @@
 package mark
 
 import (
+	"fmt"
 	"regexp"
 	"sort"
 	"strings"
@@ -21,39 +22,54 @@ import (
 // path pattern leaves the candidates, at the cost of one call into compiled code instead of one
 // interpreted check per rule.
 
-// smallMask is the number of mask words a request keeps on its stack: up to 256 rules.
-const smallMask = 4
-
-// ruleIndex maps request values to the masks of the rules they can match. Keys that stand for
-// the same set of rules share one mask slice.
+// ruleIndex maps request values to the rules they can match. Keys that stand for the same set
+// of rules share one entry.
 type ruleIndex struct {
-	words      int      // mask length in 64-bit words
-	always     []uint64 // rules without an anchor
-	users      map[string][]uint64
-	exact      map[string][]uint64
-	prefix     map[string][]uint64
+	words      int // mask length in 64-bit words
+	always     []uint64
+	none       *entry // the candidates of a request that no key matches: the rules without anchor
+	users      map[string]*entry
+	exact      map[string]*entry
+	prefix     map[string]*entry
 	prefixLens []int // the distinct lengths of the keys of prefix, ascending
-	methods    map[string][]uint64
+	methods    map[string]*entry
 	fields     []fieldIndex
 	// patterns matches a path when some rule's contains or regex condition holds; nil when no
 	// rule has one. patternRules is the mask of those rules.
 	patterns     *regexp.Regexp
 	patternRules []uint64
 	// keyed is set when some rule has an anchor or a path pattern; without, the candidates are
-	// always.
+	// always those of none.
 	keyed bool
+	// needsID is set when the users index or a percent rule reads the user ID: it is then read
+	// before the rules run.
+	needsID bool
+	// lists holds the candidate lists built so far, by mask, so that entries with the same rules
+	// share them.
+	lists map[string][]*rule
+	rules []rule
 }
 
-// fieldIndex maps the values of one header, cookie or query parameter to masks.
+// entry is what an index key stands for: the mask of the rules filed under it, and the
+// candidate rules of a request that only this key matches, in configuration order — the rules
+// of the mask and those without anchor — with and without the rules that have a path pattern.
+type entry struct {
+	mask       []uint64
+	candidates []*rule
+	noPatterns []*rule // candidates without the path pattern rules, for a path no pattern matches
+}
+
+// fieldIndex maps the values of one header, cookie or query parameter to entries.
 type fieldIndex struct {
 	field  pair // kind, name and slot of the field; value and present are unused
-	values map[string][]uint64
+	values map[string]*entry
 }
 
-// indexRules builds the index of rules and drops from each rule the check of its anchor.
+// indexRules builds the index of rules, drops from each rule the check of its anchor and sets
+// how each rule is checked.
 func indexRules(rules []rule) ruleIndex {
 	words := (len(rules) + 63) / 64
-	ix := ruleIndex{words: words, always: make([]uint64, words)}
+	ix := ruleIndex{words: words, always: make([]uint64, words), lists: map[string][]*rule{}, rules: rules}
 	users, exact, prefix, methods := newMaskSet(words), newMaskSet(words), newMaskSet(words), newMaskSet(words)
 	var fields []*maskSet
 	lens := map[int]bool{}
@@ -97,10 +113,6 @@ func indexRules(rules []rule) ruleIndex {
 			ix.always[i>>6] |= 1 << uint(i&63)
 		}
 	}
-	ix.users, ix.exact, ix.prefix, ix.methods = users.table(), exact.table(), prefix.table(), methods.table()
-	for i := 0; i < len(fields); i++ {
-		ix.fields[i].values = fields[i].table()
-	}
 	for n := range lens {
 		ix.prefixLens = append(ix.prefixLens, n)
 	}
@@ -114,9 +126,56 @@ func indexRules(rules []rule) ruleIndex {
 			ix.patternRules = nil
 		}
 	}
+	for i := 0; i < len(rules); i++ {
+		rules[i].how = howToCheck(&rules[i])
+	}
+	ix.none = newEntry(&ix, make([]uint64, words))
+	ix.users, ix.exact, ix.prefix, ix.methods = users.table(&ix), exact.table(&ix), prefix.table(&ix), methods.table(&ix)
+	for i := 0; i < len(fields); i++ {
+		ix.fields[i].values = fields[i].table(&ix)
+	}
 	ix.keyed = ix.users != nil || ix.exact != nil || ix.prefix != nil || ix.methods != nil ||
 		ix.fields != nil || ix.patterns != nil
+	ix.needsID = ix.users != nil
+	for i := 0; i < len(rules); i++ {
+		ix.needsID = ix.needsID || rules[i].how == matchByPercent
+	}
+	ix.lists = nil // only needed while building
 	return ix
+}
+
+// newEntry returns the entry of the rules of mask.
+func newEntry(ix *ruleIndex, mask []uint64) *entry {
+	all := make([]uint64, ix.words)
+	for i := 0; i < ix.words; i++ {
+		all[i] = mask[i] | ix.always[i]
+	}
+	e := &entry{mask: mask, candidates: ruleList(ix, all)}
+	e.noPatterns = e.candidates
+	if ix.patternRules != nil {
+		for i := 0; i < ix.words; i++ {
+			all[i] &^= ix.patternRules[i]
+		}
+		e.noPatterns = ruleList(ix, all)
+	}
+	return e
+}
+
+// ruleList returns the rules of mask in configuration order, shared with the lists built before
+// for the same mask.
+func ruleList(ix *ruleIndex, mask []uint64) []*rule {
+	key := fmt.Sprint(mask)
+	if list, ok := ix.lists[key]; ok {
+		return list
+	}
+	var list []*rule
+	for i := 0; i < len(ix.rules); i++ {
+		if mask[i>>6]&(uint64(1)<<uint(i&63)) != 0 {
+			list = append(list, &ix.rules[i])
+		}
+	}
+	ix.lists[key] = list
+	return list
 }
 
 // pathAlternatives returns the regular expressions, one of which matches a path exactly when
@@ -212,81 +271,102 @@ func (s *maskSet) add(key string, rule int) {
 	s.keys[key] = id
 }
 
-// table returns the key → mask table, nil when empty.
-func (s *maskSet) table() map[string][]uint64 {
+// table returns the key → entry table, nil when empty.
+func (s *maskSet) table(ix *ruleIndex) map[string]*entry {
 	if len(s.keys) == 0 {
 		return nil
 	}
-	t := make(map[string][]uint64, len(s.keys))
+	entries := make([]*entry, len(s.masks))
+	t := make(map[string]*entry, len(s.keys))
 	for key, id := range s.keys {
-		t[key] = s.masks[id]
+		if entries[id] == nil {
+			entries[id] = newEntry(ix, s.masks[id])
+		}
+		t[key] = entries[id]
 	}
 	return t
 }
 
-// candidates returns the mask of the rules the request of d can match, in small when it fits.
-func candidates(ix *ruleIndex, d *decision, small *[smallMask]uint64) []uint64 {
-	mask := small[:]
-	if ix.words > smallMask {
-		mask = make([]uint64, ix.words)
-	}
-	mask = mask[:ix.words]
-	copy(mask, ix.always)
-	req := d.req
+// The request path. A request looks up each of its index keys; when exactly one matches, as is
+// usual, the candidate rules are that key's list, built in New; when none matches, those of
+// ruleIndex.none. Only a request that matches several keys has its candidates computed, by
+// merging masks.
+
+// candidates returns the rules the request of d can match, in configuration order.
+func candidates(ix *ruleIndex, d *decision) []*rule {
+	var hit *entry
+	hits := 0
 	if ix.users != nil {
-		if m := ix.users[userID(d)]; m != nil {
-			orMask(mask, m)
+		if e := ix.users[d.identity]; e != nil {
+			hit, hits = e, 1
 		}
 	}
-	path := req.URL.Path
-	if ix.exact != nil {
-		if m := ix.exact[path]; m != nil {
-			orMask(mask, m)
-		}
+	path := d.req.URL.Path
+	if e := ix.exact[path]; e != nil {
+		hit, hits = e, hits+1
 	}
 	for i := 0; i < len(ix.prefixLens) && ix.prefixLens[i] <= len(path); i++ {
-		if m := ix.prefix[path[:ix.prefixLens[i]]]; m != nil {
-			orMask(mask, m)
+		if e := ix.prefix[path[:ix.prefixLens[i]]]; e != nil {
+			hit, hits = e, hits+1
 		}
 	}
-	if ix.methods != nil {
-		if m := ix.methods[req.Method]; m != nil {
-			orMask(mask, m)
-		}
+	if ix.methods != nil || ix.fields != nil {
+		hit, hits = otherKeys(ix, d, hit, hits)
 	}
-	if ix.fields != nil {
-		addFields(ix, d, mask)
+	if hits == 0 {
+		hit = ix.none
+	} else if hits > 1 {
+		hit = mergedEntry(ix, d)
 	}
 	if ix.patterns != nil && !ix.patterns.MatchString(path) {
-		for i := 0; i < len(mask); i++ {
-			mask[i] &^= ix.patternRules[i]
-		}
+		return hit.noPatterns
 	}
-	return mask
+	return hit.candidates
 }
 
-// addFields adds to mask the rules filed under the values of the request's headers, cookies and
-// query parameters, and keeps those values for the rules' checks.
-func addFields(ix *ruleIndex, d *decision, mask []uint64) {
+// otherKeys looks up the method and the header, cookie and query values of the request of d,
+// keeps those values for the rules' checks, and returns the last entry found and the count of
+// entries found, added to hit and hits.
+func otherKeys(ix *ruleIndex, d *decision, hit *entry, hits int) (*entry, int) {
+	if e := ix.methods[d.req.Method]; e != nil {
+		hit, hits = e, hits+1
+	}
 	for i := 0; i < len(ix.fields); i++ {
-		f := &ix.fields[i].field
-		v, ok := lookup(d.req, f.kind, f.name)
-		if f.slot >= 0 {
-			// One assignment each: Yaegi stores only the first element of a tuple
-			// assignment into array elements.
-			d.values[f.slot] = v
-			d.found[f.slot] = ok
-			d.resolved[f.slot] = true
-		}
-		if m := ix.fields[i].values[v]; ok && m != nil {
-			orMask(mask, m)
+		v, ok := fieldValue(d, &ix.fields[i].field)
+		if e := ix.fields[i].values[v]; ok && e != nil {
+			hit, hits = e, hits+1
 		}
 	}
+	return hit, hits
 }
 
-// orMask adds the rules of m to mask.
-func orMask(mask, m []uint64) {
-	for i := 0; i < len(m); i++ {
-		mask[i] |= m[i]
+// mergedEntry returns the entry of a request that matches several index keys: the union of
+// their masks. (Its lists are built for the request: this is the rare case.)
+func mergedEntry(ix *ruleIndex, d *decision) *entry {
+	mask := make([]uint64, ix.words)
+	path := d.req.URL.Path
+	orEntry(mask, ix.users[d.identity])
+	orEntry(mask, ix.exact[path])
+	for i := 0; i < len(ix.prefixLens) && ix.prefixLens[i] <= len(path); i++ {
+		orEntry(mask, ix.prefix[path[:ix.prefixLens[i]]])
+	}
+	orEntry(mask, ix.methods[d.req.Method])
+	for i := 0; i < len(ix.fields); i++ {
+		if v, ok := fieldValue(d, &ix.fields[i].field); ok {
+			orEntry(mask, ix.fields[i].values[v])
+		}
+	}
+	build := *ix
+	build.lists = map[string][]*rule{}
+	return newEntry(&build, mask)
+}
+
+// orEntry adds the rules of e, if any, to mask.
+func orEntry(mask []uint64, e *entry) {
+	if e == nil {
+		return
+	}
+	for i := 0; i < len(mask); i++ {
+		mask[i] |= e.mask[i]
 	}
 }

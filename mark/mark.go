@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/bits"
 	"net/http"
 	"strings"
 )
@@ -172,21 +171,22 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 // ruleLane returns the lane of the first rule that matches req, or the default lane; with a rule
 // header configured, it names the matching rule on rw.
 func ruleLane(h *handler, rw http.ResponseWriter, req *http.Request) string {
-	d := decision{handler: h, rw: rw, req: req}
-	var small [smallMask]uint64
-	mask := h.index.always
-	if h.index.keyed {
-		mask = candidates(&h.index, &d, &small)
+	d := &decision{handler: h, rw: rw, req: req}
+	if h.index.needsID {
+		d.identity = lookupIdentity(&h.identity, req)
+		d.identityDone = true
 	}
-	for w := 0; w < len(mask); w++ {
-		for m := mask[w]; m != 0; m &= m - 1 {
-			r := &h.rules[w<<6+bits.TrailingZeros64(m)]
-			if len(r.checks) == 0 || matchRule(r, &d) {
-				if h.ruleHeader != "" {
-					rw.Header()[h.ruleHeader] = []string{r.name}
-				}
-				return r.lane
+	list := h.index.none.candidates
+	if h.index.keyed {
+		list = candidates(&h.index, d)
+	}
+	for i := 0; i < len(list); i++ {
+		r := list[i]
+		if r.how == matchAlways || r.how == matchByPercent && inPercent(r, d) || r.how == matchByChecks && matchRule(r, d) {
+			if h.ruleHeader != "" {
+				rw.Header()[h.ruleHeader] = []string{r.name}
 			}
+			return r.lane
 		}
 	}
 	return h.defaultLane

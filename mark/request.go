@@ -43,14 +43,12 @@ func (t *fieldTable) slot(kind int, name string) int {
 }
 
 // decision holds what one request's rule evaluation has looked up so far, so that each value is
-// read at most once per request, and only when a rule needs it. It lives on the stack.
+// read at most once per request, and only when a rule needs it.
 type decision struct {
 	handler       *handler
 	rw            http.ResponseWriter
 	req           *http.Request
-	values        [maxSlots]string
-	found         [maxSlots]bool
-	resolved      [maxSlots]bool
+	fields        *fieldCache // nil until a rule reads a named field
 	identity      string
 	identityDone  bool
 	version       version
@@ -62,16 +60,31 @@ type decision struct {
 	now           time.Time
 }
 
+// fieldCache holds the named fields one request has looked up, by slot.
+type fieldCache struct {
+	values   [maxSlots]string
+	found    [maxSlots]bool
+	resolved [maxSlots]bool
+}
+
 // fieldValue returns the value of the field of p and whether the request has that field at all.
 func fieldValue(d *decision, p *pair) (string, bool) {
 	if p.slot < 0 {
 		return lookup(d.req, p.kind, p.name)
 	}
-	if !d.resolved[p.slot] {
-		d.values[p.slot], d.found[p.slot] = lookup(d.req, p.kind, p.name)
-		d.resolved[p.slot] = true
+	if d.fields == nil {
+		d.fields = &fieldCache{}
 	}
-	return d.values[p.slot], d.found[p.slot]
+	c := d.fields
+	if !c.resolved[p.slot] {
+		// One assignment each: Yaegi stores only the first element of a tuple assignment
+		// into array elements.
+		v, ok := lookup(d.req, p.kind, p.name)
+		c.values[p.slot] = v
+		c.found[p.slot] = ok
+		c.resolved[p.slot] = true
+	}
+	return c.values[p.slot], c.found[p.slot]
 }
 
 // userID returns the request's user ID, or "".

@@ -24,6 +24,26 @@ type rule struct {
 	ramp      []rampStep // replaces threshold when set
 	salt      string     // salt + ":"
 	checks    []int      // the conditions set, in the order matchRule checks them
+	how       int        // how the rule is checked once a candidate: matchAlways, ...
+}
+
+// How a candidate rule is checked, set by the index once it has dropped the rule's anchor check.
+// The request path checks the first two kinds itself, saving calls under Yaegi.
+const (
+	matchAlways    = iota // no condition left: the rule matches
+	matchByPercent        // a percentage is the only condition left, without ramp
+	matchByChecks         // matchRule checks the conditions left
+)
+
+// howToCheck returns how the candidate rule r is checked.
+func howToCheck(r *rule) int {
+	switch {
+	case len(r.checks) == 0:
+		return matchAlways
+	case len(r.checks) == 1 && r.checks[0] == checkPercent && len(r.ramp) == 0:
+		return matchByPercent
+	}
+	return matchByChecks
 }
 
 // Conditions a rule checks, cheapest first.
@@ -315,6 +335,14 @@ func matchPercent(r *rule, d *decision) bool {
 		return bucket(r.salt, id) < threshold
 	}
 	return anonymousInBucket(d, r.salt, threshold)
+}
+
+// inPercent is matchPercent for a rule without ramp whose user ID, if any, is already read.
+func inPercent(r *rule, d *decision) bool {
+	if d.identity != "" {
+		return bucket(r.salt, d.identity) < r.threshold
+	}
+	return anonymousInBucket(d, r.salt, r.threshold)
 }
 
 // allAccept reports whether the request of d satisfies every pair of r.
