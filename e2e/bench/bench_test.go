@@ -99,7 +99,8 @@ func TestBench(t *testing.T) {
 	traefikBin := harness.TraefikBinary(t)
 	stable, lane := startBackend(t)
 	rs := bench.Realistic()
-	groups := benchGroups(rs, stable, lane)
+	groups := selectGroups(t, benchGroups(rs, stable, lane), os.Getenv("BENCH_ONLY"))
+	profileDir := os.Getenv("BENCH_PROFILE")
 
 	loadBefore := loadAverage()
 	results := map[string][]bench.Result{}
@@ -115,8 +116,13 @@ func TestBench(t *testing.T) {
 		for _, g := range groups {
 			t.Run(fmt.Sprintf("round%d/%s", round, g.name), func(t *testing.T) {
 				target := stable
+				var tr *harness.Traefik
 				if g.traefik {
-					tr := harness.StartTraefik(t, g.opts)
+					opts := g.opts
+					if profileDir != "" {
+						opts.ExtraStatic += "api: {debug: true}\n"
+					}
+					tr = harness.StartTraefik(t, opts)
 					tr.WaitRouter(t, "bench", 60*time.Second)
 					target = tr.URL
 					defer tr.Stop() // one Traefik at a time
@@ -130,12 +136,25 @@ func TestBench(t *testing.T) {
 						t.Fatalf("%s warm-up: %v\n%s", p.key, err, out)
 					}
 					load.Duration = duration
+					var profiled chan error
+					if profileDir != "" && tr != nil {
+						profiled = captureProfile(tr.APIURL, filepath.Join(profileDir, p.key+".pprof"), duration)
+					}
+					cpuBefore := processCPU(tr)
 					res, out, err := tool.Run(context.Background(), load)
+					if cpu := processCPU(tr) - cpuBefore; cpu > 0 && res.Requests > 0 {
+						res.CPUPerRequest = cpu / time.Duration(res.Requests)
+					}
+					if profiled != nil {
+						if perr := <-profiled; perr != nil {
+							t.Errorf("%s: CPU profile: %v", p.key, perr)
+						}
+					}
 					if err != nil {
 						t.Fatalf("%s: %v\n%s", p.key, err, out)
 					}
-					fmt.Printf("bench: %-7s %-58s %9.0f req/s  p50 %s  p99 %s  errors %d\n",
-						p.key, p.label, res.RPS, res.P50, res.P99, res.Errors)
+					fmt.Printf("bench: %-7s %-58s %9.0f req/s  p50 %s  p99 %s  errors %d  Traefik CPU %s/req\n",
+						p.key, p.label, res.RPS, res.P50, res.P99, res.Errors, res.CPUPerRequest)
 					if res.Errors > 0 {
 						t.Errorf("%s: %d errors under load\n%s", p.key, res.Errors, out)
 					}
@@ -185,12 +204,90 @@ func TestBench(t *testing.T) {
 		fmt.Printf("bench: %-42s %.3f  p99 Δ %+.2f ms  %s\n", q.Label, q.Value, float64(q.P99Delta)/1e6, verdict)
 	}
 
+	if os.Getenv("BENCH_ONLY") != "" || profileDir != "" {
+		fmt.Println("bench: BENCH_ONLY or BENCH_PROFILE set: BENCHMARKS.md and docs/bench.svg left as they are")
+		return
+	}
 	root := harness.RepoRoot()
 	writeFile(t, filepath.Join(root, "BENCHMARKS.md"), report.Markdown())
 	subtitle := fmt.Sprintf("%s · %d CPUs %s · Traefik %s · %s, %d connections, %s per variant",
 		report.Date.UTC().Format("2006-01-02"), report.CPUs, report.CPUModel, report.Traefik, tool.Name, connections, duration)
 	writeFile(t, filepath.Join(root, "docs", "bench.svg"), bench.SVG(report.Ratios, subtitle))
 	fmt.Printf("bench: wrote %s and %s\n", filepath.Join(root, "BENCHMARKS.md"), filepath.Join(root, "docs", "bench.svg"))
+}
+
+// selectGroups returns the groups named in only, a comma-separated list such as "e-two,c";
+// all of them when only is empty.
+func selectGroups(t *testing.T, groups []group, only string) []group {
+	if only == "" {
+		return groups
+	}
+	var out []group
+	for _, name := range strings.Split(only, ",") {
+		found := false
+		for _, g := range groups {
+			if g.name == strings.TrimSpace(name) {
+				out = append(out, g)
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("BENCH_ONLY: no variant group %q", name)
+		}
+	}
+	return out
+}
+
+// processCPU returns the CPU time (user and system) Traefik has used so far, read from
+// /proc; 0 without a Traefik or when it cannot be read.
+func processCPU(tr *harness.Traefik) time.Duration {
+	if tr == nil {
+		return 0
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", tr.PID()))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses: utime and stime are the
+	// 12th and 13th of them, in clock ticks (USER_HZ, 100 on Linux).
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// captureProfile fetches a CPU profile of Traefik (its api.debug pprof endpoint) covering the
+// middle of a load run of the given duration, and writes it to file.
+func captureProfile(apiURL, file string, duration time.Duration) chan error {
+	done := make(chan error, 1)
+	go func() {
+		seconds := int(duration/time.Second) - 2
+		if seconds < 1 {
+			seconds = 1
+		}
+		time.Sleep(time.Second)
+		resp, err := http.Get(apiURL + "/debug/pprof/profile?seconds=" + strconv.Itoa(seconds))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("status %s", resp.Status)
+		}
+		if err == nil {
+			err = os.WriteFile(file, data, 0o644)
+		}
+		done <- err
+	}()
+	return done
 }
 
 // benchGroups lists the variants in the order they run.

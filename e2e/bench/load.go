@@ -65,6 +65,9 @@ type Result struct {
 	Requests int64
 	// Errors counts socket errors and responses that are not 2xx or 3xx.
 	Errors int64
+	// CPUPerRequest is the CPU time (user and system) Traefik used per request during the run;
+	// 0 when not measured. Other work on the machine changes it less than requests/s.
+	CPUPerRequest time.Duration
 }
 
 // Command returns the command line of a load run.
