@@ -9,18 +9,23 @@ import (
 
 // The rule index lets a request evaluate only the rules it can match. Each rule that has a
 // selective condition is filed under it — its anchor: its users, its exact path, an exact header,
-// cookie or query value, its path prefix or its methods, in that order of preference. A request
-// reads those values once, looks each up, and ORs the masks found (bitsets over rule numbers)
-// with the mask of the rules that have no anchor. Then it checks the set rules in ascending
-// order, so the first matching rule in configuration order still wins; the index only skips
-// rules whose anchor condition fails. An anchor condition holds for every rule the index yields,
-// so it is dropped from the rule's checks.
+// cookie or query value, its path prefix or its methods, in that order of preference. An anchor
+// condition holds for every rule the index yields, so it is dropped from the rule's checks.
 //
-// Path patterns (contains and regex) cannot be looked up, but they can be ruled out together:
-// one compiled regexp, the alternation of every rule's patterns, matches a path if and only if
-// at least one of those rules' path conditions holds. When it does not match, every rule with a
-// path pattern leaves the candidates, at the cost of one call into compiled code instead of one
-// interpreted check per rule.
+// For each key (a user, a path, a header value, …) New builds the key's candidate list: the rules
+// filed under it merged with the rules without anchor, in configuration order. A request looks
+// its keys up; when one matches, as is usual, its candidates are that list, when none matches,
+// the list of the rules without anchor; only a request that matches several keys has its list
+// merged from bitsets. It then checks the candidates in order, so the first matching rule in
+// configuration order still wins.
+//
+// Paths are looked up only when they can match: one compiled regexp, the alternation of every
+// rule's path condition, matches a path if and only if at least one of them holds, so a request
+// on a path no rule names costs one call into compiled code. Path patterns (contains and regex)
+// cannot be looked up, but they can be ruled out together the same way: each list comes in two
+// versions, with the pattern rules and without, for a path their own alternation does not match.
+// Under Yaegi, every interpreted expression of a called function costs an allocation per call,
+// so these lists and regexps replace interpreted work on the request path.
 
 // ruleIndex maps request values to the rules they can match. Keys that stand for the same set
 // of rules share one entry.
@@ -38,9 +43,12 @@ type ruleIndex struct {
 	// rule has one. patternRules is the mask of those rules.
 	patterns     *regexp.Regexp
 	patternRules []uint64
-	// keyed is set when some rule has an anchor or a path pattern; without, the candidates are
-	// always those of none.
-	keyed bool
+	// anyPath matches a path when some rule's path condition holds, of whatever kind; nil when
+	// no rule has one (or the alternation is too large to compile).
+	anyPath *regexp.Regexp
+	// byPath is set when some rule has a path condition, byOthers when some rule is filed
+	// under a method, a header, a cookie or a query parameter.
+	byPath, byOthers bool
 	// needsID is set when the users index or a percent rule reads the user ID: it is then read
 	// before the rules run.
 	needsID bool
@@ -73,11 +81,12 @@ func indexRules(rules []rule) ruleIndex {
 	users, exact, prefix, methods := newMaskSet(words), newMaskSet(words), newMaskSet(words), newMaskSet(words)
 	var fields []*maskSet
 	lens := map[int]bool{}
-	var patterns []string
+	var patterns, paths []string
 	for i := 0; i < len(rules); i++ {
 		r := &rules[i]
-		if alternatives := pathAlternatives(&r.path); alternatives != nil {
-			patterns = append(patterns, alternatives...)
+		paths = append(paths, pathAlternatives(&r.path)...)
+		if r.path.kind == pathContains || r.path.kind == pathRegex {
+			patterns = append(patterns, pathAlternatives(&r.path)...)
 			if ix.patternRules == nil {
 				ix.patternRules = make([]uint64, words)
 			}
@@ -117,14 +126,17 @@ func indexRules(rules []rule) ruleIndex {
 		ix.prefixLens = append(ix.prefixLens, n)
 	}
 	sort.Ints(ix.prefixLens)
+	// Each part compiled alone in New, so the alternations compile too, unless they are too
+	// large for the regexp package: then the keys are looked up and the rules checked one by one.
 	if patterns != nil {
-		// Each part compiled alone in New, so the alternation compiles too, unless it is too
-		// large for the regexp package: then the rules are simply checked one by one.
 		if re, err := regexp.Compile(strings.Join(patterns, "|")); err == nil {
 			ix.patterns = re
 		} else {
 			ix.patternRules = nil
 		}
+	}
+	if paths != nil {
+		ix.anyPath, _ = regexp.Compile(strings.Join(paths, "|"))
 	}
 	for i := 0; i < len(rules); i++ {
 		rules[i].how = howToCheck(&rules[i])
@@ -134,8 +146,8 @@ func indexRules(rules []rule) ruleIndex {
 	for i := 0; i < len(fields); i++ {
 		ix.fields[i].values = fields[i].table(&ix)
 	}
-	ix.keyed = ix.users != nil || ix.exact != nil || ix.prefix != nil || ix.methods != nil ||
-		ix.fields != nil || ix.patterns != nil
+	ix.byOthers = ix.methods != nil || ix.fields != nil
+	ix.byPath = ix.exact != nil || ix.prefix != nil || ix.patterns != nil
 	ix.needsID = ix.users != nil
 	for i := 0; i < len(rules); i++ {
 		ix.needsID = ix.needsID || rules[i].how == matchByPercent
@@ -179,9 +191,13 @@ func ruleList(ix *ruleIndex, mask []uint64) []*rule {
 }
 
 // pathAlternatives returns the regular expressions, one of which matches a path exactly when
-// the contains or regex condition m holds; nil for other path conditions.
+// the path condition m holds; nil for no path condition.
 func pathAlternatives(m *pathMatch) []string {
 	switch m.kind {
+	case pathExact:
+		return []string{"^" + regexp.QuoteMeta(m.value) + "$"}
+	case pathPrefix:
+		return []string{"^" + regexp.QuoteMeta(m.value)}
 	case pathContains:
 		out := make([]string, len(m.list))
 		for i := 0; i < len(m.list); i++ {
@@ -292,31 +308,17 @@ func (s *maskSet) table(ix *ruleIndex) map[string]*entry {
 // ruleIndex.none. Only a request that matches several keys has its candidates computed, by
 // merging masks.
 
-// candidates returns the rules the request of d can match, in configuration order.
-func candidates(ix *ruleIndex, d *decision) []*rule {
-	var hit *entry
-	hits := 0
-	if ix.users != nil {
-		if e := ix.users[d.identity]; e != nil {
-			hit, hits = e, 1
-		}
-	}
+// pathKeys returns the candidates of the request of d, whose keys other than its path matched
+// hit, once its path is looked up.
+func pathKeys(ix *ruleIndex, d *decision, hit *entry) []*rule {
 	path := d.req.URL.Path
 	if e := ix.exact[path]; e != nil {
-		hit, hits = e, hits+1
+		hit = addEntry(ix, d, hit, e)
 	}
 	for i := 0; i < len(ix.prefixLens) && ix.prefixLens[i] <= len(path); i++ {
 		if e := ix.prefix[path[:ix.prefixLens[i]]]; e != nil {
-			hit, hits = e, hits+1
+			hit = addEntry(ix, d, hit, e)
 		}
-	}
-	if ix.methods != nil || ix.fields != nil {
-		hit, hits = otherKeys(ix, d, hit, hits)
-	}
-	if hits == 0 {
-		hit = ix.none
-	} else if hits > 1 {
-		hit = mergedEntry(ix, d)
 	}
 	if ix.patterns != nil && !ix.patterns.MatchString(path) {
 		return hit.noPatterns
@@ -324,20 +326,29 @@ func candidates(ix *ruleIndex, d *decision) []*rule {
 	return hit.candidates
 }
 
+// addEntry returns the entry of a request that matched the keys of hit (ix.none for none yet)
+// and then the key of e.
+func addEntry(ix *ruleIndex, d *decision, hit, e *entry) *entry {
+	if hit == ix.none {
+		return e
+	}
+	return mergedEntry(ix, d)
+}
+
 // otherKeys looks up the method and the header, cookie and query values of the request of d,
-// keeps those values for the rules' checks, and returns the last entry found and the count of
-// entries found, added to hit and hits.
-func otherKeys(ix *ruleIndex, d *decision, hit *entry, hits int) (*entry, int) {
+// keeps those values for the rules' checks, and returns the entry of the keys matched so far,
+// hit, and those.
+func otherKeys(ix *ruleIndex, d *decision, hit *entry) *entry {
 	if e := ix.methods[d.req.Method]; e != nil {
-		hit, hits = e, hits+1
+		hit = addEntry(ix, d, hit, e)
 	}
 	for i := 0; i < len(ix.fields); i++ {
 		v, ok := fieldValue(d, &ix.fields[i].field)
 		if e := ix.fields[i].values[v]; ok && e != nil {
-			hit, hits = e, hits+1
+			hit = addEntry(ix, d, hit, e)
 		}
 	}
-	return hit, hits
+	return hit
 }
 
 // mergedEntry returns the entry of a request that matches several index keys: the union of

@@ -171,25 +171,40 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 // ruleLane returns the lane of the first rule that matches req, or the default lane; with a rule
 // header configured, it names the matching rule on rw.
 func ruleLane(h *handler, rw http.ResponseWriter, req *http.Request) string {
+	ix := &h.index
 	d := &decision{handler: h, rw: rw, req: req}
-	if h.index.needsID {
+	if ix.needsID {
 		d.identity = lookupIdentity(&h.identity, req)
 		d.identityDone = true
 	}
-	list := h.index.none.candidates
-	if h.index.keyed {
-		list = candidates(&h.index, d)
+	// The candidate rules, from the index (see index.go).
+	hit := ix.none
+	if e := ix.users[d.identity]; e != nil {
+		hit = e
+	}
+	if ix.byOthers {
+		hit = otherKeys(ix, d, hit)
+	}
+	list := hit.candidates
+	if ix.anyPath != nil && !ix.anyPath.MatchString(req.URL.Path) {
+		list = hit.noPatterns
+	} else if ix.byPath {
+		list = pathKeys(ix, d, hit)
 	}
 	for i := 0; i < len(list); i++ {
-		r := list[i]
-		if r.how == matchAlways || r.how == matchByPercent && inPercent(r, d) || r.how == matchByChecks && matchRule(r, d) {
-			if h.ruleHeader != "" {
-				rw.Header()[h.ruleHeader] = []string{r.name}
-			}
-			return r.lane
+		if r := list[i]; r.how == matchAlways || matchCandidate(r, d) {
+			return matched(h, rw, r)
 		}
 	}
 	return h.defaultLane
+}
+
+// matched returns the lane of the matching rule r; with a rule header configured, it names r on rw.
+func matched(h *handler, rw http.ResponseWriter, r *rule) string {
+	if h.ruleHeader != "" {
+		rw.Header()[h.ruleHeader] = []string{r.name}
+	}
+	return r.lane
 }
 
 // keepIncoming reports, for incoming keep or trustedIPs, whether the lane header sent with req is

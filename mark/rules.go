@@ -337,8 +337,13 @@ func matchPercent(r *rule, d *decision) bool {
 	return anonymousInBucket(d, r.salt, threshold)
 }
 
-// inPercent is matchPercent for a rule without ramp whose user ID, if any, is already read.
-func inPercent(r *rule, d *decision) bool {
+// matchCandidate reports whether the candidate rule r, which has conditions left, matches the
+// request of d. A rule whose only condition left is a percentage is checked here, without the
+// calls of matchRule.
+func matchCandidate(r *rule, d *decision) bool {
+	if r.how != matchByPercent {
+		return matchRule(r, d)
+	}
 	if d.identity != "" {
 		return bucket(r.salt, d.identity) < r.threshold
 	}
