@@ -120,29 +120,36 @@ const copyBufferSize = 32 << 10
 
 // buffers lends every proxy its copy buffers. Without it, each response would allocate 32 KiB:
 // the garbage collector would then run several times more often, and each of its cycles scans
-// all of Traefik's heap.
+// all of Traefik's heap. Get and Put are calls from compiled code into the plugin, two for every
+// response, so they compute as few values as they can: the pool has no fields (an empty receiver
+// costs Yaegi no allocation) and the buffers live in a package-level sync.Pool whose New makes
+// them, so that Get needs no test.
 // (Typed as the interface: Yaegi wraps an interpreted value for compiled code when it is
 // assigned to an interface variable, not in a composite literal.)
-var buffers httputil.BufferPool = &bufferPool{}
+var buffers httputil.BufferPool = bufferPool{}
 
-// bufferPool is an httputil.BufferPool over a sync.Pool.
-type bufferPool struct {
-	pool sync.Pool
-}
+// bufferPool is an httputil.BufferPool over freeBuffers.
+type bufferPool struct{}
 
-// Get returns a buffer of copyBufferSize bytes.
-func (p *bufferPool) Get() []byte {
-	if b, ok := p.pool.Get().(*[]byte); ok {
-		return *b
-	}
+// freeBuffers holds the buffers Put took back.
+var freeBuffers = &sync.Pool{New: newBuffer}
+
+// newBuffer makes a buffer of copyBufferSize bytes for freeBuffers.
+func newBuffer() interface{} {
 	return make([]byte, copyBufferSize)
 }
 
-// Put returns a buffer that Get gave.
-func (p *bufferPool) Put(b []byte) {
-	if len(b) == copyBufferSize {
-		p.pool.Put(&b)
-	}
+// Get returns a buffer of copyBufferSize bytes.
+func (bufferPool) Get() []byte {
+	return freeBuffers.Get().([]byte)
+}
+
+// Put takes back a buffer that Get gave: ReverseProxy puts back only those.
+func (bufferPool) Put(b []byte) {
+	// The slice itself, not a pointer to it: compiled, that allocates its header for the
+	// interface, but under Yaegi &b costs a frame slot (an allocation) just as well, and
+	// dereferencing it in Get one more.
+	freeBuffers.Put(b) //nolint:staticcheck // SA6002: see above
 }
 
 // retryMark is the response header key with which proxyError asks serveLane to retry a request.
