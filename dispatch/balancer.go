@@ -7,8 +7,9 @@ import (
 	"sync/atomic"
 )
 
-// server is one upstream server of a lane. Its proxy's ModifyResponse and ErrorHandler are
-// methods bound to it once in New, so they know the server without any per-request state.
+// server is one upstream server of a lane. Its proxy's ModifyResponse (a closure over it) and
+// ErrorHandler (a method value) are bound to it once in New, so they know the server without any
+// per-request state.
 type server struct {
 	host     string // the URL's host (and port): the Host sent when passHostHeader is false
 	key      string // the URL as text: the key of the server's passive health record

@@ -97,19 +97,20 @@ func newTransport(t transportTimeouts) *http.Transport {
 
 // newProxy returns the reverse proxy of server s at target. Its Director is the compiled one of
 // httputil.NewSingleHostReverseProxy: Yaegi makes every call from compiled code into the plugin
-// costly, so a request calls back into the plugin only once it has a response (ModifyResponse)
-// and on errors (ErrorHandler), both methods bound to s here, once.
+// costly, so a request calls back into the plugin only for its copy buffer (BufferPool's Get and
+// Put), once it has a response (ModifyResponse) and on errors (ErrorHandler), the last two bound
+// to s here, once.
 func newProxy(s *server, target *url.URL, opts *serverOptions) *httputil.ReverseProxy {
 	p := &httputil.ReverseProxy{
 		Director:       httputil.NewSingleHostReverseProxy(target).Director,
 		Transport:      sharedTransport(target, opts.timeouts),
 		FlushInterval:  opts.flush,
 		BufferPool:     buffers,
-		ModifyResponse: s.modifyResponse,
+		ModifyResponse: checkResponse(s), //nolint:bodyclose // ReverseProxy closes the responses it passes
 		ErrorHandler:   s.proxyError,
 	}
 	if s.servedBy != nil {
-		p.ModifyResponse = s.markResponse
+		p.ModifyResponse = markResponse(s) //nolint:bodyclose // as above
 	}
 	return p
 }
@@ -213,29 +214,34 @@ var upgradeKey = &contextKey{name: "graylane-dispatch upgrade"}
 // errUnaskedSwitch refuses a 101 answer to a request that did not ask for an upgrade.
 var errUnaskedSwitch = errors.New("server switched protocols without being asked to")
 
-// modifyResponse is the ModifyResponse of s's proxy, called once the server's response headers
-// arrived and before anything is written to the client. It passes the rare statuses to
-// unusualResponse.
-func (s *server) modifyResponse(res *http.Response) error {
-	if unusualStatus[res.StatusCode] {
-		return unusualResponse(s, res)
+// checkResponse returns the ModifyResponse of s's proxy, called once the server's response
+// headers arrived and before anything is written to the client. It passes the rare statuses to
+// unusualResponse. A closure over s rather than a method value: under Yaegi the receiver would
+// cost one more allocation per call, and it runs for every response.
+func checkResponse(s *server) func(*http.Response) error {
+	return func(res *http.Response) error {
+		if unusualStatus[res.StatusCode] {
+			return unusualResponse(s, res)
+		}
+		return nil
 	}
-	return nil
 }
 
-// markResponse is modifyResponse when servedByHeader is set: it also names the lane and server in
-// the response. (Two methods rather than a test of the setting: under Yaegi every value a function
-// computes costs an allocation per call, and modifyResponse runs for every response.)
-func (s *server) markResponse(res *http.Response) error {
-	res.Header[s.servedByKey] = s.servedBy
-	if unusualStatus[res.StatusCode] {
-		return unusualResponse(s, res)
+// markResponse returns checkResponse's function when servedByHeader is set: it also names the lane
+// and server in the response. (Two functions rather than a test of the setting: under Yaegi every
+// value a function computes costs an allocation per call.)
+func markResponse(s *server) func(*http.Response) error {
+	return func(res *http.Response) error {
+		res.Header[s.servedByKey] = s.servedBy
+		if unusualStatus[res.StatusCode] {
+			return unusualResponse(s, res)
+		}
+		return nil
 	}
-	return nil
 }
 
-// unusualStatus holds the statuses that modifyResponse passes to unusualResponse: a map lookup
-// costs less under Yaegi than comparisons.
+// unusualStatus holds the statuses that the ModifyResponse functions pass to unusualResponse: a
+// map lookup costs less under Yaegi than comparisons.
 var unusualStatus = map[int]bool{
 	http.StatusSwitchingProtocols: true,
 	http.StatusBadGateway:         true,
@@ -243,7 +249,7 @@ var unusualStatus = map[int]bool{
 	http.StatusGatewayTimeout:     true,
 }
 
-// unusualResponse handles the statuses modifyResponse does not pass on as they are. A 502, 503 or
+// unusualResponse handles the statuses ModifyResponse does not pass on as they are. A 502, 503 or
 // 504 counts as a failure of the server for passive health but goes to the client as it is, not
 // retried. A 101 (Switching Protocols) marks the upgrade as answered, so that a failure to
 // complete it is not retried either.
