@@ -36,6 +36,9 @@ type lane struct {
 	name     string
 	passHost bool
 	balancer *balancer
+	// only is balancer.only, the lane's one server to pick or nil, kept here too: serveLane
+	// reads it on every request, and under Yaegi l.balancer.only is one value more to compute.
+	only *server
 	// fallback is fallbackNext, fallbackNone or the name of fallbackLane.
 	fallback     string
 	fallbackLane *lane
@@ -246,6 +249,7 @@ func buildLane(name string, cfg Lane, opts *serverOptions) (*lane, error) {
 		servers[i] = s
 	}
 	l.balancer = newBalancer(servers, opts.health)
+	l.only = l.balancer.only
 	return l, nil
 }
 
@@ -378,7 +382,7 @@ func serveValue(h *handler, value string, rw http.ResponseWriter, req *http.Requ
 // headers (see proxyError), which costs far less under Yaegi than carrying state in the request
 // context. A lane with one server to pick takes it at once while the health table holds no record.
 func serveLane(l *lane, rw http.ResponseWriter, req *http.Request) {
-	s := l.balancer.only
+	s := l.only
 	if atomic.LoadInt64(healthSize) != 0 {
 		s = pickAvailable(l.balancer)
 	} else if s == nil {
