@@ -186,7 +186,7 @@ func ruleLane(h *handler, rw http.ResponseWriter, req *http.Request) string {
 		hit = otherKeys(ix, d, hit)
 	}
 	list := hit.candidates
-	if ix.anyPath != nil && !ix.anyPath.MatchString(req.URL.Path) {
+	if ix.pathFilter && !mayMatchPath(ix, req.URL.Path) {
 		list = hit.noPatterns
 	} else if ix.byPath {
 		list = pathKeys(ix, d, hit)
