@@ -121,7 +121,6 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 		header:      http.CanonicalHeaderKey(cfg.Header),
 		incoming:    strings.ToLower(cfg.Incoming),
 		identity:    newIdentitySource(cfg.Identity),
-		version:     newVersionSource(cfg.Version),
 		defaultLane: strings.ToLower(cfg.DefaultLane),
 	}
 	if cfg.RuleHeader != "" {
@@ -144,6 +143,7 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 			return nil, err
 		}
 	}
+	h.version = newVersionSource(cfg.Version, h.rules)
 	h.index = indexRules(h.rules)
 	return h, nil
 }

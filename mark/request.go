@@ -51,9 +51,7 @@ type decision struct {
 	fields        *fieldCache // nil until a rule reads a named field
 	identity      string
 	identityDone  bool
-	version       version
-	versionOK     bool
-	versionDone   bool
+	verdict       *versionVerdict // nil until a rule reads the client version
 	anonymous     string
 	anonymousOK   bool
 	anonymousDone bool
@@ -96,13 +94,12 @@ func userID(d *decision) string {
 	return d.identity
 }
 
-// clientVersion returns the request's version; ok is false when it has none that parses.
-func clientVersion(d *decision) (*version, bool) {
-	if !d.versionDone {
-		d.version, d.versionOK = lookupVersion(&d.handler.version, d.req)
-		d.versionDone = true
+// clientVerdict returns what the request's client version means for the version rules.
+func clientVerdict(d *decision) *versionVerdict {
+	if d.verdict == nil {
+		d.verdict = lookupVerdict(&d.handler.version, d.req)
 	}
-	return &d.version, d.versionOK
+	return d.verdict
 }
 
 // anonymousKey returns the percentage key of a request with no identity. It is looked up, and a

@@ -19,20 +19,23 @@ type rule struct {
 	pairs     []pair // headers (by canonical key), then query parameters, then cookies
 	sourceIPs ipSet
 	versions  constraint
-	window    window
-	threshold uint64     // buckets out of 10000 that match, without ramp
-	ramp      []rampStep // replaces threshold when set
-	salt      string     // salt + ":"
-	checks    []int      // the conditions set, in the order matchRule checks them
-	how       int        // how the rule is checked once a candidate: matchAlways, ...
+	// versionRule numbers the rules with a versions condition, for versionVerdict.holds.
+	versionRule int
+	window      window
+	threshold   uint64     // buckets out of 10000 that match, without ramp
+	ramp        []rampStep // replaces threshold when set
+	salt        string     // salt + ":"
+	checks      []int      // the conditions set, in the order matchRule checks them
+	how         int        // how the rule is checked once a candidate: matchAlways, ...
 }
 
 // How a candidate rule is checked, set by the index once it has dropped the rule's anchor check.
 // The request path checks the first two kinds itself, saving calls under Yaegi.
 const (
-	matchAlways    = iota // no condition left: the rule matches
-	matchByPercent        // a percentage is the only condition left, without ramp
-	matchByChecks         // matchRule checks the conditions left
+	matchAlways     = iota // no condition left: the rule matches
+	matchByPercent         // a percentage is the only condition left, without ramp
+	matchByVersions        // a version range is the only condition left
+	matchByChecks          // matchRule checks the conditions left
 )
 
 // howToCheck returns how the candidate rule r is checked.
@@ -42,6 +45,8 @@ func howToCheck(r *rule) int {
 		return matchAlways
 	case len(r.checks) == 1 && r.checks[0] == checkPercent && len(r.ramp) == 0:
 		return matchByPercent
+	case len(r.checks) == 1 && r.checks[0] == checkVersions:
+		return matchByVersions
 	}
 	return matchByChecks
 }
@@ -319,8 +324,7 @@ func matchOther(r *rule, d *decision, check int) bool {
 
 // matchVersions reports whether the request of d has a version that satisfies the constraint of r.
 func matchVersions(r *rule, d *decision) bool {
-	v, found := clientVersion(d)
-	return found && matchConstraint(r.versions, v)
+	return clientVerdict(d).holds[r.versionRule]
 }
 
 // matchPercent reports whether the request of d falls in the first buckets of r, as many as its
@@ -338,9 +342,12 @@ func matchPercent(r *rule, d *decision) bool {
 }
 
 // matchCandidate reports whether the candidate rule r, which has conditions left, matches the
-// request of d. A rule whose only condition left is a percentage is checked here, without the
-// calls of matchRule.
+// request of d. A rule whose only condition left is a percentage or a version range is checked
+// here, without the calls of matchRule.
 func matchCandidate(r *rule, d *decision) bool {
+	if r.how == matchByVersions {
+		return clientVerdict(d).holds[r.versionRule]
+	}
 	if r.how != matchByPercent {
 		return matchRule(r, d)
 	}

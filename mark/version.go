@@ -415,24 +415,28 @@ func matchTerm(t *term, v *version) bool {
 	return false
 }
 
-// versionSource reads the client version from a header, or else a query parameter.
+// versionSource reads the client version from a header, or else a query parameter, and tells
+// which version rules hold for it.
 type versionSource struct {
-	header string // canonical header key, or ""
-	query  string
-	cache  *versionCache
+	header      string // canonical header key, or ""
+	query       string
+	constraints []constraint // of the version rules, by rule.versionRule
+	cache       *versionCache
 }
 
-// versionCache remembers the client versions one handler has parsed, so that the requests that
-// follow look them up instead: clients send few distinct versions, and parsing is dear under Yaegi.
+// versionVerdict is what one client version text means for the version rules of a handler:
+// holds[n] is set when the constraint of version rule n holds for it (none holds for a text that
+// is no version).
+type versionVerdict struct {
+	holds []bool
+}
+
+// versionCache remembers the verdicts of the client version texts one handler has seen, so that
+// the requests that follow look them up instead of parsing and comparing: clients send few
+// distinct versions, and both are dear under Yaegi.
 type versionCache struct {
-	mu      sync.RWMutex
-	entries map[string]parsedVersion
-}
-
-// parsedVersion is a client version text parsed; ok is false when it does not parse.
-type parsedVersion struct {
-	v  version
-	ok bool
+	mu       sync.RWMutex
+	verdicts map[string]*versionVerdict
 }
 
 // Bounds of the version cache: texts are cached up to maxCachedVersions of them, and only when
@@ -450,18 +454,25 @@ func (v *VersionSource) validate() error {
 	return nil
 }
 
-// newVersionSource compiles the VersionSource configuration.
-func newVersionSource(v VersionSource) versionSource {
-	s := versionSource{query: v.Query, cache: &versionCache{entries: map[string]parsedVersion{}}}
+// newVersionSource compiles the VersionSource configuration for the version rules of rules,
+// which it numbers.
+func newVersionSource(v VersionSource, rules []rule) versionSource {
+	s := versionSource{query: v.Query, cache: &versionCache{verdicts: map[string]*versionVerdict{}}}
 	if v.Header != "" {
 		s.header = http.CanonicalHeaderKey(v.Header)
+	}
+	for i := 0; i < len(rules); i++ {
+		if rules[i].versions != nil {
+			rules[i].versionRule = len(s.constraints)
+			s.constraints = append(s.constraints, rules[i].versions)
+		}
 	}
 	return s
 }
 
-// lookupVersion returns the version of req: the first non-empty value of the header, then the query
-// parameter. ok is false when there is none or it does not parse.
-func lookupVersion(s *versionSource, req *http.Request) (version, bool) {
+// lookupVerdict returns the verdict of the version of req: the first non-empty value of the
+// header, then the query parameter.
+func lookupVerdict(s *versionSource, req *http.Request) *versionVerdict {
 	text := ""
 	if values := req.Header[s.header]; len(values) > 0 {
 		text = values[0]
@@ -469,24 +480,31 @@ func lookupVersion(s *versionSource, req *http.Request) (version, bool) {
 	if text == "" && s.query != "" {
 		text, _ = queryValue(req.URL.RawQuery, s.query)
 	}
-	return parseCached(s.cache, text)
+	c := s.cache
+	c.mu.RLock()
+	verdict := c.verdicts[text]
+	c.mu.RUnlock()
+	if verdict == nil {
+		verdict = judgeVersion(s, text)
+	}
+	return verdict
 }
 
-// parseCached parses a client version text, through the cache c.
-func parseCached(c *versionCache, text string) (version, bool) {
-	c.mu.RLock()
-	e, found := c.entries[text]
-	c.mu.RUnlock()
-	if found {
-		return e.v, e.ok
+// judgeVersion computes the verdict of a client version text, and caches it.
+func judgeVersion(s *versionSource, text string) *versionVerdict {
+	verdict := &versionVerdict{holds: make([]bool, len(s.constraints))}
+	if v, ok := parseVersion(text); ok {
+		for i := 0; i < len(s.constraints); i++ {
+			verdict.holds[i] = matchConstraint(s.constraints[i], &v)
+		}
 	}
-	e.v, e.ok = parseVersion(text)
 	if len(text) <= maxCachedVersionLen {
+		c := s.cache
 		c.mu.Lock()
-		if len(c.entries) < maxCachedVersions {
-			c.entries[text] = e
+		if len(c.verdicts) < maxCachedVersions {
+			c.verdicts[text] = verdict
 		}
 		c.mu.Unlock()
 	}
-	return e.v, e.ok
+	return verdict
 }
