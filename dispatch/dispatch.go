@@ -394,7 +394,8 @@ func serveLane(l *lane, rw http.ResponseWriter, req *http.Request) {
 		return
 	}
 	hdr := req.Header
-	if len(hdr["X-Forwarded-Host"]) == 0 || len(hdr["X-Forwarded-Proto"]) == 0 || hdr["Upgrade"] != nil {
+	// A product rather than two tests for 0: one value fewer for Yaegi.
+	if len(hdr["X-Forwarded-Host"])*len(hdr["X-Forwarded-Proto"]) == 0 || hdr["Upgrade"] != nil {
 		req = prepare(req)
 	}
 	if l.passHost {
