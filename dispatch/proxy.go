@@ -140,9 +140,11 @@ func newBuffer() interface{} {
 	return make([]byte, copyBufferSize)
 }
 
-// Get returns a buffer of copyBufferSize bytes.
-func (bufferPool) Get() []byte {
-	return freeBuffers.Get().([]byte)
+// Get returns a buffer of copyBufferSize bytes. (The comma-ok assertion into the named result:
+// Yaegi then writes the buffer straight into it, not into a value of its own first.)
+func (bufferPool) Get() (b []byte) {
+	b, _ = freeBuffers.Get().([]byte)
+	return b
 }
 
 // Put takes back a buffer that Get gave: ReverseProxy puts back only those.
