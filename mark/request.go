@@ -48,7 +48,7 @@ type decision struct {
 	handler       *handler
 	rw            http.ResponseWriter
 	req           *http.Request
-	fields        *fieldCache // nil until a rule reads a named field
+	fields        fieldCache
 	identity      string
 	identityDone  bool
 	verdict       *versionVerdict // nil until a rule reads the client version
@@ -58,7 +58,8 @@ type decision struct {
 	now           time.Time
 }
 
-// fieldCache holds the named fields one request has looked up, by slot.
+// fieldCache holds the named fields one request has looked up, by slot. It is part of the
+// decision, not allocated apart: compiled, the whole decision then stays on the stack.
 type fieldCache struct {
 	values   [maxSlots]string
 	found    [maxSlots]bool
@@ -70,10 +71,7 @@ func fieldValue(d *decision, p *pair) (string, bool) {
 	if p.slot < 0 {
 		return lookup(d.req, p.kind, p.name)
 	}
-	if d.fields == nil {
-		d.fields = &fieldCache{}
-	}
-	c := d.fields
+	c := &d.fields
 	if !c.resolved[p.slot] {
 		// One assignment each: Yaegi stores only the first element of a tuple assignment
 		// into array elements.
