@@ -43,10 +43,14 @@ for pkg in mark dispatch; do
 	tee -a "$tmp/micro-yaegi.txt" <"$tmp/yaegi-$pkg.txt"
 done
 
+log "micro-benchmarks as Traefik runs the plugins (its plugin loader, called from compiled code)"
+(cd e2e && go test -run '^$' -bench TraefikLoaded -benchtime=20000x . 2>&1) | tee "$tmp/micro-loaded.txt" || true
+
 traefik=$(./scripts/build-traefik.sh)
 log "load benchmark: every variant for $BENCH_DURATION, one after another"
 cd e2e
 GRAYLANE_BENCH=1 GRAYLANE_TRAEFIK="$traefik" \
 	BENCH_MICRO_COMPILED="$tmp/micro-compiled.txt" BENCH_MICRO_YAEGI="$tmp/micro-yaegi.txt" \
+	BENCH_MICRO_LOADED="$tmp/micro-loaded.txt" \
 	BENCH_COMMAND="${BENCH_COMMAND:-BENCH_DURATION=$BENCH_DURATION make bench}" \
 	go test -count=1 -timeout 60m -run '^TestBench$' -v ./bench

@@ -183,6 +183,7 @@ func TestBench(t *testing.T) {
 		Rules:         rs,
 		MicroCompiled: readFileOr(os.Getenv("BENCH_MICRO_COMPILED"), "(not run: start the benchmarks with make bench)"),
 		MicroYaegi:    readFileOr(os.Getenv("BENCH_MICRO_YAEGI"), "(not run: start the benchmarks with make bench)"),
+		MicroLoaded:   readFileOr(os.Getenv("BENCH_MICRO_LOADED"), "(not run: start the benchmarks with make bench)"),
 	}
 	for _, key := range order {
 		runs := results[key]

@@ -87,8 +87,9 @@ type Report struct {
 	// Missing lists the variants that could not be measured, with the reason.
 	Missing []string
 	Ratios  []Ratio
-	// MicroCompiled and MicroYaegi are the outputs of the plugins' micro-benchmarks.
-	MicroCompiled, MicroYaegi string
+	// MicroCompiled and MicroYaegi are the outputs of the plugins' micro-benchmarks;
+	// MicroLoaded is that of BenchmarkTraefikLoaded (e2e), the plugins as Traefik loads them.
+	MicroCompiled, MicroYaegi, MicroLoaded string
 }
 
 // Markdown renders the report as BENCHMARKS.md.
@@ -127,9 +128,15 @@ func (r *Report) Markdown() string {
 		r.Rules.MissUser, r.Rules.Path, r.Rules.LaneUser, r.Rules.LaneName)
 
 	w("## Results\n\n")
-	w("| variant | what | requests/s | p50 | p99 | errors |\n|---|---|---:|---:|---:|---:|\n")
+	w("Traefik CPU = the CPU time (user + system) the Traefik process used per request during the measured run, " +
+		"read from /proc: it depends less than requests/s on what else the machine does.\n\n")
+	w("| variant | what | requests/s | p50 | p99 | errors | Traefik CPU |\n|---|---|---:|---:|---:|---:|---:|\n")
 	for _, m := range r.Measurements {
-		w("| %s | %s | %.0f | %s | %s | %d |\n", m.Key, m.Label, m.RPS, ms(m.P50), ms(m.P99), m.Errors)
+		cpu := "—"
+		if m.CPUPerRequest > 0 {
+			cpu = fmt.Sprintf("%.0f µs", float64(m.CPUPerRequest)/float64(time.Microsecond))
+		}
+		w("| %s | %s | %.0f | %s | %s | %d | %s |\n", m.Key, m.Label, m.RPS, ms(m.P50), ms(m.P99), m.Errors, cpu)
 	}
 	for _, m := range r.Missing {
 		w("\nNot measured: %s\n", m)
@@ -158,7 +165,13 @@ func (r *Report) Markdown() string {
 	w("\n## Micro-benchmarks\n\n")
 	w("The plugins' own benchmarks, run by `make bench` before the load runs.\n\n")
 	w("Compiled: `go test -run '^$' -bench . -benchmem ./mark ./dispatch`\n\n```\n%s\n```\n\n", strings.TrimSpace(r.MicroCompiled))
-	w("Interpreted by Yaegi: `./scripts/yaegi-test.sh -run='^$' -bench=. -benchtime=2000x ./mark ./dispatch`\n\n```\n%s\n```\n", strings.TrimSpace(r.MicroYaegi))
+	w("Interpreted by Yaegi: `./scripts/yaegi-test.sh -run='^$' -bench=. -benchtime=2000x ./mark ./dispatch` "+
+		"(the benchmark loops and the next handlers are interpreted too)\n\n```\n%s\n```\n\n", strings.TrimSpace(r.MicroYaegi))
+	w("As Traefik runs them: `cd e2e && go test -run '^$' -bench TraefikLoaded -benchtime=20000x .` — the plugins "+
+		"loaded by Traefik's own plugin loader (Yaegi, standard library symbols) and called from compiled code, with "+
+		"the rule set above; do-nothing is the load benchmark's do-nothing plugin, the interpreter floor, and "+
+		"do-nothing+proxy the same in front of a compiled httputil.ReverseProxy, the floor of a lane request\n\n```\n%s\n```\n",
+		strings.TrimSpace(r.MicroLoaded))
 	return b.String()
 }
 
