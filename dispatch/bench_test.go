@@ -6,7 +6,9 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/graylane/graylane/dispatch"
 )
@@ -67,6 +69,42 @@ func BenchmarkDispatch(b *testing.B) {
 	b.Run("no-lane-next", func(b *testing.B) {
 		benchmarkLane(b, h, "", http.StatusOK)
 	})
+	benchmarkHealthRecord(b, srv.URL)
+}
+
+// benchmarkHealthRecord measures lane requests while the package's health table holds a record
+// of another server, as it does for a while after any server failed: every lane then looks
+// whether its servers are down. The other server answers its first request 502 (a failure, not
+// enough to be down); the record expires soon after the benchmarks and is then removed, so that it
+// does not slow down later runs.
+func benchmarkHealthRecord(b *testing.B, url string) {
+	var calls int32
+	flaky := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		if atomic.AddInt32(&calls, 1) == 1 {
+			rw.WriteHeader(http.StatusBadGateway)
+		}
+	}))
+	defer flaky.Close()
+	cfg := dispatch.CreateConfig()
+	cfg.Health.Window = "100ms"
+	cfg.Lanes["canary"] = laneConfig(url)
+	cfg.Lanes["pair"] = laneConfig(url, url+"/")
+	cfg.Lanes["flaky"] = laneConfig(flaky.URL)
+	h := newHandler(b, cfg)
+	flakyReq := httptest.NewRequest(http.MethodGet, "http://front.example/bench", nil)
+	flakyReq.Header.Set("X-Gray-Lane", "flaky")
+	h.ServeHTTP(httptest.NewRecorder(), flakyReq)
+
+	b.Run("lane-health-record", func(b *testing.B) {
+		benchmarkLane(b, h, "canary", http.StatusOK)
+	})
+	b.Run("lane-two-servers-health-record", func(b *testing.B) {
+		benchmarkLane(b, h, "pair", http.StatusOK)
+	})
+
+	// Looking at the expired record removes it.
+	time.Sleep(150 * time.Millisecond)
+	h.ServeHTTP(httptest.NewRecorder(), flakyReq)
 }
 
 // benchmarkLane sends b.N GETs with the lane header value to h.
