@@ -73,9 +73,20 @@ var healthRecords = &healthTable{records: make(map[string]*healthRecord)}
 var healthSize = &healthRecords.size
 
 // isDown reports whether the server with the given key is in its cooldown. Like the other
-// functions of the request path, it is a plain function rather than a method of healthTable.
+// functions of the request path, it is a plain function rather than a method of healthTable. A
+// server without a record, the usual case while other servers failed, costs only the lookup:
+// the time checks of a record are left to recordDown.
 func isDown(key string) bool {
 	t := healthRecords
+	t.mu.Lock()
+	r := t.records[key]
+	t.mu.Unlock()
+	return r != nil && recordDown(t, key)
+}
+
+// recordDown reports whether the server with the given key, which had a record, is in its
+// cooldown, and removes its record once it expired.
+func recordDown(t *healthTable, key string) bool {
 	now := time.Now()
 	t.mu.Lock()
 	down := false
