@@ -93,26 +93,37 @@ func period(servers []*server) int {
 // the other functions of the request path are plain functions, not methods, and compute few
 // intermediate values: under Yaegi a method call costs several times a function call, and every
 // value a function computes (taken branch or not) costs an allocation per call. A lane with a
-// schedule takes its next entry, without a lock.
+// schedule takes its next entry, without a lock; another runs smooth weighted round robin without
+// looking for servers that are down (the table holds none).
 func pick(b *balancer) *server {
 	if b.schedule == nil {
-		return pickAvailable(b)
+		return pickSeveral(b, false)
 	}
 	return b.schedule[atomic.AddUint64(b.next, 1)%b.length]
 }
 
-// pickAvailable returns the next server of b that is not down, or nil when there is none, for a
-// lane without a schedule or while the health table holds records (of any lane: serveLane does not
-// look whether b checks health). A lane with one server to pick takes it when it is not down,
-// without a lock: smooth weighted round robin always picks it and keeps its current weight at 0.
-// A lane with a schedule still takes its next entry when none of its servers is down. Otherwise
-// smooth weighted round robin runs over the servers that are not down, under the lock, so that
-// they share the requests in the ratio of their weights.
+// pickAvailable returns the next server of b that is not down, or nil when there is none, while
+// the health table holds records (of any lane: serveLane does not look whether b checks health).
+// A lane with one server to pick takes it when it is not down, without a lock: smooth weighted
+// round robin always picks it and keeps its current weight at 0. Other lanes are left to
+// pickSeveral, whose values the one-server lanes thus do not pay for.
 func pickAvailable(b *balancer) *server {
-	checking := b.checking && atomic.LoadInt64(healthSize) != 0
-	if b.only != nil {
-		return onlyAvailable(b.only, checking)
+	s := b.only
+	if s == nil {
+		return pickSeveral(b, b.checking)
 	}
+	if b.checking && isDown(s.key) {
+		return nil
+	}
+	return s
+}
+
+// pickSeveral returns the next server of b, a balancer of several servers to pick (or none), that
+// is not down when checking, or nil when there is none. A lane with a schedule still takes its
+// next entry when none of its servers is down. Otherwise smooth weighted round robin runs over the
+// servers that are not down, under the lock, so that they share the requests in the ratio of
+// their weights.
+func pickSeveral(b *balancer, checking bool) *server {
 	if b.schedule != nil && !anyDown(b.weighted, checking) {
 		return b.schedule[atomic.AddUint64(b.next, 1)%b.length]
 	}
@@ -120,14 +131,6 @@ func pickAvailable(b *balancer) *server {
 	s := step(b.weighted, checking)
 	b.mu.Unlock()
 	return s
-}
-
-// onlyAvailable returns only, the one server of a lane to pick, or nil when it is down.
-func onlyAvailable(only *server, checking bool) *server {
-	if checking && isDown(only.key) {
-		return nil
-	}
-	return only
 }
 
 // anyDown reports whether one of servers is down, when checking.
