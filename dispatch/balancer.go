@@ -133,10 +133,14 @@ func pickSeveral(b *balancer, checking bool) *server {
 	return s
 }
 
-// anyDown reports whether one of servers is down, when checking.
+// anyDown reports whether one of servers is down, when checking. While only other servers have
+// health records, as is usual, it looks them up under one lock (anyRecord).
 func anyDown(servers []*server, checking bool) bool {
+	if !checking || !anyRecord(servers) {
+		return false
+	}
 	for _, s := range servers {
-		if checking && isDown(s.key) {
+		if isDown(s.key) {
 			return true
 		}
 	}

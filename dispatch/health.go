@@ -84,6 +84,21 @@ func isDown(key string) bool {
 	return r != nil && recordDown(t, key)
 }
 
+// anyRecord reports whether the health table holds a record of one of servers.
+func anyRecord(servers []*server) bool {
+	t := healthRecords
+	found := false
+	t.mu.Lock()
+	for _, s := range servers {
+		if t.records[s.key] != nil {
+			found = true
+			break
+		}
+	}
+	t.mu.Unlock()
+	return found
+}
+
 // recordDown reports whether the server with the given key, which had a record, is in its
 // cooldown, and removes its record once it expired.
 func recordDown(t *healthTable, key string) bool {
