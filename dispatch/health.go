@@ -69,33 +69,34 @@ type healthTable struct {
 var healthRecords = &healthTable{records: make(map[string]*healthRecord)}
 
 // healthSize points to healthRecords.size, which the request path reads: one value fewer to
-// compute for Yaegi than &healthRecords.size.
-var healthSize = &healthRecords.size
+// compute for Yaegi than &healthRecords.size. healthLock is &healthRecords.mu, for the same reason.
+var (
+	healthSize = &healthRecords.size
+	healthLock = &healthRecords.mu
+)
 
 // isDown reports whether the server with the given key is in its cooldown. Like the other
 // functions of the request path, it is a plain function rather than a method of healthTable. A
 // server without a record, the usual case while other servers failed, costs only the lookup:
-// the time checks of a record are left to recordDown.
-func isDown(key string) bool {
-	t := healthRecords
-	t.mu.Lock()
-	r := t.records[key]
-	t.mu.Unlock()
-	return r != nil && recordDown(t, key)
+// the time checks of a record are left to recordDown. (down is a named result, not a variable
+// declared here: Yaegi allocates a declared variable anew each time its declaration runs.)
+func isDown(key string) (down bool) {
+	healthLock.Lock()
+	down = healthRecords.records[key] != nil
+	healthLock.Unlock()
+	return down && recordDown(healthRecords, key)
 }
 
 // anyRecord reports whether the health table holds a record of one of servers.
-func anyRecord(servers []*server) bool {
-	t := healthRecords
-	found := false
-	t.mu.Lock()
+func anyRecord(servers []*server) (found bool) {
+	healthLock.Lock()
 	for _, s := range servers {
-		if t.records[s.key] != nil {
+		if healthRecords.records[s.key] != nil {
 			found = true
 			break
 		}
 	}
-	t.mu.Unlock()
+	healthLock.Unlock()
 	return found
 }
 
