@@ -106,9 +106,10 @@ func pick(b *balancer) *server {
 // the health table holds records (of any lane: serveLane does not look whether b checks health).
 // A lane with one server to pick takes it when it is not down, without a lock: smooth weighted
 // round robin always picks it and keeps its current weight at 0. Other lanes are left to
-// pickSeveral, whose values the one-server lanes thus do not pay for.
-func pickAvailable(b *balancer) *server {
-	s := b.only
+// pickSeveral, whose values the one-server lanes thus do not pay for. (s is a named result: under
+// Yaegi a declared variable is allocated again each time its declaration runs.)
+func pickAvailable(b *balancer) (s *server) {
+	s = b.only
 	if s == nil {
 		return pickSeveral(b, b.checking)
 	}
