@@ -94,10 +94,10 @@ func period(servers []*server) int {
 // intermediate values: under Yaegi a method call costs several times a function call, and every
 // value a function computes (taken branch or not) costs an allocation per call. A lane with a
 // schedule takes its next entry, without a lock; another runs smooth weighted round robin without
-// looking for servers that are down (the table holds none).
+// looking for servers that are down (the table holds no record).
 func pick(b *balancer) *server {
 	if b.schedule == nil {
-		return pickSeveral(b, false)
+		return stepLocked(b, false)
 	}
 	return b.schedule[atomic.AddUint64(b.next, 1)%b.length]
 }
@@ -128,8 +128,14 @@ func pickSeveral(b *balancer, checking bool) *server {
 	if b.schedule != nil && !anyDown(b.weighted, checking) {
 		return b.schedule[atomic.AddUint64(b.next, 1)%b.length]
 	}
+	return stepLocked(b, checking)
+}
+
+// stepLocked makes one pick of smooth weighted round robin over b's servers under b's lock. (Out of
+// pickSeveral, which needs it only for a lane without a schedule or with a server down.)
+func stepLocked(b *balancer, checking bool) (s *server) {
 	b.mu.Lock()
-	s := step(b.weighted, checking)
+	s = step(b.weighted, checking)
 	b.mu.Unlock()
 	return s
 }
