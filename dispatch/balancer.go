@@ -141,11 +141,14 @@ func stepLocked(b *balancer, checking bool) (s *server) {
 }
 
 // anyDown reports whether one of servers is down, when checking. While only other servers have
-// health records, as is usual, it looks them up under one lock (anyRecord).
+// health records, as is usual, it looks them up under one lock (anyRecord), and only otherwise
+// asks whether each is down (recordsDown).
 func anyDown(servers []*server, checking bool) bool {
-	if !checking || !anyRecord(servers) {
-		return false
-	}
+	return checking && anyRecord(servers) && recordsDown(servers)
+}
+
+// recordsDown reports whether one of servers is down.
+func recordsDown(servers []*server) bool {
 	for _, s := range servers {
 		if isDown(s.key) {
 			return true
