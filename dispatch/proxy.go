@@ -229,9 +229,9 @@ func checkResponse(s *server) func(*http.Response) error {
 	}
 }
 
-// markResponse returns checkResponse's function when servedByHeader is set: it also names the lane
-// and server in the response. (Two functions rather than a test of the setting: under Yaegi every
-// value a function computes costs an allocation per call.)
+// markResponse returns the ModifyResponse of s's proxy when servedByHeader is set: checkResponse's,
+// which also names the lane and server in the response. (Two functions rather than a test of the
+// setting: under Yaegi every value a function computes costs an allocation per call.)
 func markResponse(s *server) func(*http.Response) error {
 	return func(res *http.Response) error {
 		res.Header[s.servedByKey] = s.servedBy
