@@ -376,9 +376,10 @@ func pathKeys(ix *ruleIndex, d *decision, hit *entry) []*rule {
 	return hit.candidates
 }
 
-// mayMatchPath reports whether some rule's path condition may hold for path.
+// mayMatchPath reports whether some rule's path condition may hold for path: always when the
+// path regexps could not be compiled.
 func mayMatchPath(ix *ruleIndex, path string) bool {
-	return ix.anchoredPaths != nil && ix.anchoredPaths.MatchString(path) ||
+	return !ix.pathFilter || ix.anchoredPaths != nil && ix.anchoredPaths.MatchString(path) ||
 		ix.floatingPaths != nil && ix.floatingPaths.MatchString(path)
 }
 

@@ -20,6 +20,7 @@ type handler struct {
 	next        http.Handler
 	header      string // canonical lane header key
 	incoming    string // incomingStrip, incomingKeep or incomingTrusted
+	strip       bool   // incoming is incomingStrip
 	trusted     ipSet
 	identity    identitySource
 	version     versionSource
@@ -120,6 +121,7 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 		next:        next,
 		header:      http.CanonicalHeaderKey(cfg.Header),
 		incoming:    strings.ToLower(cfg.Incoming),
+		strip:       strings.EqualFold(cfg.Incoming, incomingStrip),
 		identity:    newIdentitySource(cfg.Identity),
 		defaultLane: strings.ToLower(cfg.DefaultLane),
 	}
@@ -149,14 +151,42 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 }
 
 // ServeHTTP sets the lane header of req, then passes req on: the trusted incoming lane header,
-// or the lane of the first matching rule, or the default lane, or none. (It does the work itself:
-// under Yaegi, every call of an interpreted function costs allocations.)
+// or the lane of the first matching rule, or the default lane, or none; with a rule header
+// configured, it names the matching rule on rw.
+//
+// It does the common work itself, in one function, and calls out only for what is rare or
+// long: under Yaegi, every call of an interpreted function costs allocations, and so does every
+// expression of a called function, whether it runs or not (see docs/mark.md).
 func (h *handler) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
-	if h.incoming == incomingStrip || !keepIncoming(h, req) {
+	if h.strip || !keepIncoming(h, req) {
 		delete(req.Header, h.header)
+		ix := &h.index
+		d := &decision{handler: h, rw: rw, req: req}
+		if ix.needsID {
+			d.identity = lookupIdentity(&h.identity, req)
+			d.identityDone = true
+		}
+		// The candidate rules, from the index (see index.go).
+		hit := ix.users[d.identity]
+		if hit == nil {
+			hit = ix.none
+		}
+		if ix.byOthers {
+			hit = otherKeys(ix, d, hit)
+		}
+		list := hit.noPatterns
+		if ix.byPath && mayMatchPath(ix, req.URL.Path) {
+			list = pathKeys(ix, d, hit)
+		}
 		lane := h.defaultLane
-		if len(h.rules) > 0 {
-			lane = ruleLane(h, rw, req)
+		for i := 0; i < len(list); i++ {
+			if r := list[i]; r.how == matchAlways || matchCandidate(r, d) {
+				lane = r.lane
+				if h.ruleHeader != "" {
+					rw.Header()[h.ruleHeader] = []string{r.name}
+				}
+				break
+			}
 		}
 		if lane != "" {
 			req.Header[h.header] = []string{lane}
@@ -167,45 +197,6 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 
 // The request path is written as plain functions rather than methods: Yaegi runs a method call
 // about five times slower than a function call.
-
-// ruleLane returns the lane of the first rule that matches req, or the default lane; with a rule
-// header configured, it names the matching rule on rw.
-func ruleLane(h *handler, rw http.ResponseWriter, req *http.Request) string {
-	ix := &h.index
-	d := &decision{handler: h, rw: rw, req: req}
-	if ix.needsID {
-		d.identity = lookupIdentity(&h.identity, req)
-		d.identityDone = true
-	}
-	// The candidate rules, from the index (see index.go).
-	hit := ix.none
-	if e := ix.users[d.identity]; e != nil {
-		hit = e
-	}
-	if ix.byOthers {
-		hit = otherKeys(ix, d, hit)
-	}
-	list := hit.candidates
-	if ix.pathFilter && !mayMatchPath(ix, req.URL.Path) {
-		list = hit.noPatterns
-	} else if ix.byPath {
-		list = pathKeys(ix, d, hit)
-	}
-	for i := 0; i < len(list); i++ {
-		if r := list[i]; r.how == matchAlways || matchCandidate(r, d) {
-			return matched(h, rw, r)
-		}
-	}
-	return h.defaultLane
-}
-
-// matched returns the lane of the matching rule r; with a rule header configured, it names r on rw.
-func matched(h *handler, rw http.ResponseWriter, r *rule) string {
-	if h.ruleHeader != "" {
-		rw.Header()[h.ruleHeader] = []string{r.name}
-	}
-	return r.lane
-}
 
 // keepIncoming reports, for incoming keep or trustedIPs, whether the lane header sent with req is
 // kept, in which case the rules are skipped. A kept header is normalised to its lower-case lane; one that is not a valid lane is not
