@@ -69,10 +69,12 @@ type healthTable struct {
 var healthRecords = &healthTable{records: make(map[string]*healthRecord)}
 
 // healthSize points to healthRecords.size, which the request path reads: one value fewer to
-// compute for Yaegi than &healthRecords.size. healthLock is &healthRecords.mu, for the same reason.
+// compute for Yaegi than &healthRecords.size. healthLock is &healthRecords.mu, for the same reason,
+// and as a sync.Locker: under Yaegi a call through the interface costs one allocation less than
+// one of the pointer's method.
 var (
-	healthSize = &healthRecords.size
-	healthLock = &healthRecords.mu
+	healthSize             = &healthRecords.size
+	healthLock sync.Locker = &healthRecords.mu
 )
 
 // isDown reports whether the server with the given key is in its cooldown. Like the other
