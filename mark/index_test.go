@@ -3,6 +3,7 @@ package mark_test
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"math/rand"
 	"net/http"
 	"net/url"
@@ -23,6 +24,8 @@ var (
 	randMethods  = []string{"GET", "POST", "PUT"}
 	randValues   = []string{"1", "2", "*"}
 	randPercents = []float64{0, 30, 50, 100}
+	randVersions = []string{">=2.0.0", "<1.5.0", ">=1.2.0, <2.0.0"}
+	randClients  = []string{"1.2.3", "2.0.0", "1.6.0", "bad"}
 )
 
 // pick returns a random element of list.
@@ -72,6 +75,10 @@ func randomRule(rnd *rand.Rand, i int) mark.Rule {
 			conditions++
 		}
 		if rnd.Intn(5) == 0 {
+			r.Versions = pick(rnd, randVersions)
+			conditions++
+		}
+		if rnd.Intn(5) == 0 {
 			p := randPercents[rnd.Intn(len(randPercents))]
 			r.Percent = &p
 			conditions++
@@ -97,6 +104,9 @@ func randomRequest(rnd *rand.Rand) request {
 	}
 	if rnd.Intn(2) == 0 {
 		r.headers = append(r.headers, "Cookie", "z=0; c="+pick(rnd, randValues[:2]))
+	}
+	if rnd.Intn(4) != 0 {
+		r.headers = append(r.headers, "X-Version", pick(rnd, randClients))
 	}
 	return r
 }
@@ -137,6 +147,9 @@ func referenceMatch(r *mark.Rule, req *http.Request) bool {
 			return false
 		}
 	}
+	if r.Versions != "" && !referenceVersion(r.Versions, req.Header.Get("X-Version")) {
+		return false
+	}
 	if r.Percent != nil {
 		sum := sha256.Sum256([]byte(r.Name + ":" + user))
 		if user == "" || binary.BigEndian.Uint64(sum[:8])%10000 >= uint64(*r.Percent*100) {
@@ -144,6 +157,25 @@ func referenceMatch(r *mark.Rule, req *http.Request) bool {
 		}
 	}
 	return true
+}
+
+// referenceVersion is a naive evaluation of the constraints of randVersions for a client
+// version text of three numbers.
+func referenceVersion(constraint, text string) bool {
+	var major, minor, patch int
+	if _, err := fmt.Sscanf(text, "%d.%d.%d", &major, &minor, &patch); err != nil {
+		return false
+	}
+	n := major*1000000 + minor*1000 + patch
+	switch constraint {
+	case ">=2.0.0":
+		return n >= 2000000
+	case "<1.5.0":
+		return n < 1005000
+	case ">=1.2.0, <2.0.0":
+		return n >= 1002000 && n < 2000000
+	}
+	panic("no reference for " + constraint)
 }
 
 // containsString reports whether list holds s.
@@ -163,6 +195,7 @@ func TestIndexKeepsFirstMatch(t *testing.T) {
 	for c := 0; c < 100; c++ {
 		cfg := mark.CreateConfig()
 		cfg.Identity.Header = "X-User-Id"
+		cfg.Version.Header = "X-Version"
 		cfg.Anonymous = "none"
 		cfg.RuleHeader = "X-Rule"
 		n := 1 + rnd.Intn(12)
@@ -209,9 +242,10 @@ func TestQueryLikeParseQuery(t *testing.T) {
 	}
 }
 
-// TestIndexManyRules checks rule numbers beyond the first mask words, and beyond the 256 rules
-// whose mask a request keeps on its stack: exact-path rules, every seventh one also matching a
-// prefix, between rules without an anchor.
+// TestIndexManyRules checks rule numbers beyond the first words of the bitsets the candidate
+// lists are built and merged from: exact-path rules, every seventh one a prefix rule instead,
+// some regex rules, and a last exact rule whose path a prefix rule also matches (two keys, so
+// merged lists).
 func TestIndexManyRules(t *testing.T) {
 	cfg := mark.CreateConfig()
 	cfg.RuleHeader = "X-Rule"
@@ -225,8 +259,11 @@ func TestIndexManyRules(t *testing.T) {
 		}
 		cfg.Rules = append(cfg.Rules, r)
 	}
+	cfg.Rules = append(cfg.Rules, mark.Rule{Name: "r300", Lane: "l", Path: mark.PathMatch{Exact: "/q/2900"}},
+		mark.Rule{Name: "r301", Lane: "l", Path: mark.PathMatch{Exact: "/q/3x"}})
 	h := newMark(t, cfg)
 	tests := []struct{ target, want string }{
+		{"/q/3x", "r3"},
 		{"/p0", "r0"}, {"/p63", "r63"}, {"/p64", "r64"}, {"/p254", "r254"}, {"/p256", "r256"}, {"/p298", "r298"},
 		{"/q/3", "r3"}, {"/q/31", "r3"}, {"/q/290", "r290"}, {"/q/2900", "r290"}, {"/z199", "r199"}, {"/z299", "r299"},
 		{"/p3", ""}, {"/p199", ""}, {"/p300", ""}, {"/z200", ""},
