@@ -60,10 +60,13 @@ type decision struct {
 
 // fieldCache holds the named fields one request has looked up, by slot. It is part of the
 // decision, not allocated apart: compiled, the whole decision then stays on the stack.
-type fieldCache struct {
-	values   [maxSlots]string
-	found    [maxSlots]bool
-	resolved [maxSlots]bool
+type fieldCache [maxSlots]fieldSlot
+
+// fieldSlot is one named field of a request, once looked up.
+type fieldSlot struct {
+	value    string
+	found    bool
+	resolved bool
 }
 
 // fieldValue returns the value of the field of p and whether the request has that field at all.
@@ -71,16 +74,15 @@ func fieldValue(d *decision, p *pair) (string, bool) {
 	if p.slot < 0 {
 		return lookup(d.req, p.kind, p.name)
 	}
-	c := &d.fields
-	if !c.resolved[p.slot] {
-		// One assignment each: Yaegi stores only the first element of a tuple assignment
-		// into array elements.
+	f := &d.fields[p.slot]
+	if !f.resolved {
+		// One assignment each: Yaegi stores only the first element of some tuple assignments.
 		v, ok := lookup(d.req, p.kind, p.name)
-		c.values[p.slot] = v
-		c.found[p.slot] = ok
-		c.resolved[p.slot] = true
+		f.value = v
+		f.found = ok
+		f.resolved = true
 	}
-	return c.values[p.slot], c.found[p.slot]
+	return f.value, f.found
 }
 
 // userID returns the request's user ID, or "".
@@ -131,17 +133,24 @@ func anonymousInBucket(d *decision, salt string, threshold uint64) bool {
 	return ok && bucket(salt, key) < threshold
 }
 
-// lookup returns the value of a named request field, uncached.
+// lookup returns the value of a named request field, uncached. The cookie and query parsers
+// are called only when the request has a Cookie header or a query.
 func lookup(req *http.Request, kind int, name string) (string, bool) {
-	switch kind {
-	case fromHeader:
+	if kind == fromHeader {
 		values, ok := req.Header[name]
 		if len(values) == 0 {
 			return "", ok
 		}
 		return values[0], ok
-	case fromCookie:
+	}
+	if kind == fromCookie {
+		if len(req.Header["Cookie"]) == 0 {
+			return "", false
+		}
 		return cookieValue(req.Header, name)
+	}
+	if req.URL.RawQuery == "" {
+		return "", false
 	}
 	return queryValue(req.URL.RawQuery, name)
 }
