@@ -22,12 +22,13 @@ type handler struct {
 	incoming    string // incomingStrip, incomingKeep or incomingTrusted
 	strip       bool   // incoming is incomingStrip
 	trusted     ipSet
-	identity    identitySource
-	version     versionSource
+	identity    *identitySource
+	version     *versionSource
 	anonymous   anonymousPolicy
 	ruleHeader  string // canonical response header key, or ""
 	rules       []rule
-	index       ruleIndex
+	index       *ruleIndex
+	fieldSlots  int // the number of named request fields the rules read and a request caches
 	defaultLane string
 }
 
@@ -122,7 +123,6 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 		header:      http.CanonicalHeaderKey(cfg.Header),
 		incoming:    strings.ToLower(cfg.Incoming),
 		strip:       strings.EqualFold(cfg.Incoming, incomingStrip),
-		identity:    newIdentitySource(cfg.Identity),
 		defaultLane: strings.ToLower(cfg.DefaultLane),
 	}
 	if cfg.RuleHeader != "" {
@@ -145,8 +145,11 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 			return nil, err
 		}
 	}
-	h.version = newVersionSource(cfg.Version, h.rules)
-	h.index = indexRules(h.rules)
+	h.fieldSlots = len(fields)
+	// Pointers, so that the request path reads them without copying them: under Yaegi, reading
+	// a struct field copies it.
+	identity, version, index := newIdentitySource(cfg.Identity), newVersionSource(cfg.Version, h.rules), indexRules(h.rules)
+	h.identity, h.version, h.index = &identity, &version, &index
 	return h, nil
 }
 
@@ -160,10 +163,10 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 func (h *handler) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	if h.strip || !keepIncoming(h, req) {
 		delete(req.Header, h.header)
-		ix := &h.index
+		ix := h.index
 		d := &decision{handler: h, rw: rw, req: req}
 		if ix.needsID {
-			d.identity = lookupIdentity(&h.identity, req)
+			d.identity = lookupIdentity(h.identity, req)
 			d.identityDone = true
 		}
 		// The candidate rules, from the index (see index.go).

@@ -48,7 +48,7 @@ type decision struct {
 	handler       *handler
 	rw            http.ResponseWriter
 	req           *http.Request
-	fields        fieldCache
+	fields        []fieldSlot // by slot; nil until a rule reads a named field
 	identity      string
 	identityDone  bool
 	verdict       *versionVerdict // nil until a rule reads the client version
@@ -58,11 +58,9 @@ type decision struct {
 	now           time.Time
 }
 
-// fieldCache holds the named fields one request has looked up, by slot. It is part of the
-// decision, not allocated apart: compiled, the whole decision then stays on the stack.
-type fieldCache [maxSlots]fieldSlot
-
-// fieldSlot is one named field of a request, once looked up.
+// fieldSlot is one named field of a request, once looked up. A decision allocates its slots
+// when a rule first reads a named field: kept in the decision itself, they would cost every
+// request their size under Yaegi, which allocates the whole decision.
 type fieldSlot struct {
 	value    string
 	found    bool
@@ -73,6 +71,9 @@ type fieldSlot struct {
 func fieldValue(d *decision, p *pair) (string, bool) {
 	if p.slot < 0 {
 		return lookup(d.req, p.kind, p.name)
+	}
+	if d.fields == nil {
+		d.fields = make([]fieldSlot, d.handler.fieldSlots)
 	}
 	f := &d.fields[p.slot]
 	if !f.resolved {
@@ -88,7 +89,7 @@ func fieldValue(d *decision, p *pair) (string, bool) {
 // userID returns the request's user ID, or "".
 func userID(d *decision) string {
 	if !d.identityDone {
-		d.identity = lookupIdentity(&d.handler.identity, d.req)
+		d.identity = lookupIdentity(d.handler.identity, d.req)
 		d.identityDone = true
 	}
 	return d.identity
@@ -97,7 +98,7 @@ func userID(d *decision) string {
 // clientVerdict returns what the request's client version means for the version rules.
 func clientVerdict(d *decision) *versionVerdict {
 	if d.verdict == nil {
-		d.verdict = lookupVerdict(&d.handler.version, d.req)
+		d.verdict = lookupVerdict(d.handler.version, d.req)
 	}
 	return d.verdict
 }
