@@ -113,6 +113,10 @@ func TestBench(t *testing.T) {
 		}
 	}
 	for round := 1; round <= rounds; round++ {
+		// One result per variant and round, in round order; a run that fails keeps RPS 0.
+		for _, key := range order {
+			results[key] = append(results[key], bench.Result{})
+		}
 		for _, g := range groups {
 			t.Run(fmt.Sprintf("round%d/%s", round, g.name), func(t *testing.T) {
 				target := stable
@@ -158,7 +162,7 @@ func TestBench(t *testing.T) {
 					if res.Errors > 0 {
 						t.Errorf("%s: %d errors under load\n%s", p.key, res.Errors, out)
 					}
-					results[p.key] = append(results[p.key], res)
+					results[p.key][round-1] = res
 				}
 			})
 		}
@@ -186,14 +190,19 @@ func TestBench(t *testing.T) {
 		MicroLoaded:   readFileOr(os.Getenv("BENCH_MICRO_LOADED"), "(not run: start the benchmarks with make bench)"),
 	}
 	for _, key := range order {
-		runs := results[key]
+		var runs []bench.Result
+		for _, r := range results[key] {
+			if r.RPS > 0 {
+				runs = append(runs, r)
+			}
+		}
 		if len(runs) == 0 {
 			report.Missing = append(report.Missing, key+" ("+labels[key]+"): its run failed, see the test log")
 			continue
 		}
 		report.Measurements = append(report.Measurements, bench.Measurement{Key: key, Label: labels[key], Result: median(runs)})
 	}
-	report.Ratios = bench.ComputeRatios(report.Measurements, ratioDefs)
+	report.Ratios = bench.ComputeRatios(results, ratioDefs)
 	for _, q := range report.Ratios {
 		verdict := ""
 		if q.Target > 0 {

@@ -3,6 +3,7 @@ package bench_test
 import (
 	"encoding/xml"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -148,12 +149,23 @@ func TestReport(t *testing.T) {
 		{Label: "c/a", Num: "c-miss", Den: "a"},
 		{Label: "unmeasured", Num: "d-miss", Den: "a"},
 	}
-	ratios := bench.ComputeRatios(ms, defs)
+	rounds := map[string][]bench.Result{}
+	for _, m := range ms {
+		rounds[m.Key] = []bench.Result{m.Result}
+	}
+	ratios := bench.ComputeRatios(rounds, defs)
 	if len(ratios) != 2 {
 		t.Fatalf("%d ratios, want 2 (the unmeasured one left out)", len(ratios))
 	}
 	if ratios[0].Holds() || !ratios[1].Holds() || ratios[0].P99Delta != 1500*time.Microsecond {
 		t.Errorf("ratios %+v", ratios)
+	}
+	two := bench.ComputeRatios(map[string][]bench.Result{
+		"c-miss": {{RPS: 900, P99: 4 * time.Millisecond}, {RPS: 800, P99: 6 * time.Millisecond}},
+		"e-two":  {{RPS: 1000, P99: 3 * time.Millisecond}, {RPS: 1000, P99: 3 * time.Millisecond}},
+	}, defs[:1])
+	if len(two) != 1 || math.Abs(two[0].Value-0.85) > 1e-9 || two[0].P99Delta != 2*time.Millisecond {
+		t.Errorf("ratios of two rounds %+v, want 0.85 and +2ms", two)
 	}
 	svg := bench.SVG(ratios, "subtitle & more")
 	dec := xml.NewDecoder(strings.NewReader(svg))

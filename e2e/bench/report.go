@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"fmt"
 	"math"
+	"sort"
 	"strings"
 	"time"
 )
@@ -44,21 +45,31 @@ func (r Ratio) Holds() bool {
 	return r.Value >= r.Target && (r.P99Slack == 0 || r.P99Delta <= r.P99Slack)
 }
 
-// ComputeRatios evaluates defs against the measurements; a ratio whose variants were not
-// measured is left out.
-func ComputeRatios(ms []Measurement, defs []RatioDef) []Ratio {
-	byKey := map[string]Result{}
-	for _, m := range ms {
-		byKey[m.Key] = m.Result
-	}
+// ComputeRatios evaluates defs against the results of each round, by variant key and in
+// round order: in every round where both variants were measured it takes the ratio of their
+// requests/s and the difference of their p99s, and it reports the median of each over those
+// rounds (the mean of the two middle ones for an even count). Variants of one round run minutes apart, so
+// a machine that slows down or speeds up between rounds moves both. A ratio whose variants were
+// never measured in the same round is left out.
+func ComputeRatios(rounds map[string][]Result, defs []RatioDef) []Ratio {
 	var out []Ratio
 	for _, d := range defs {
-		num, ok1 := byKey[d.Num]
-		den, ok2 := byKey[d.Den]
-		if !ok1 || !ok2 || den.RPS == 0 {
+		num, den := rounds[d.Num], rounds[d.Den]
+		var values []float64
+		var deltas []time.Duration
+		for i := 0; i < len(num) && i < len(den); i++ {
+			if den[i].RPS > 0 {
+				values = append(values, num[i].RPS/den[i].RPS)
+				deltas = append(deltas, num[i].P99-den[i].P99)
+			}
+		}
+		if len(values) == 0 {
 			continue
 		}
-		out = append(out, Ratio{RatioDef: d, Value: num.RPS / den.RPS, P99Delta: num.P99 - den.P99})
+		sort.Float64s(values)
+		sort.Slice(deltas, func(i, j int) bool { return deltas[i] < deltas[j] })
+		hi, lo := len(values)/2, (len(values)-1)/2
+		out = append(out, Ratio{RatioDef: d, Value: (values[lo] + values[hi]) / 2, P99Delta: (deltas[lo] + deltas[hi]) / 2})
 	}
 	return out
 }
@@ -143,7 +154,9 @@ func (r *Report) Markdown() string {
 	}
 
 	w("\n## Ratios\n\n")
-	w("Throughput ratio = requests/s of the first variant over the second. p99 Δ = first p99 minus second p99.\n\n")
+	w("Throughput ratio = requests/s of the first variant over the second. p99 Δ = first p99 minus second p99. " +
+		"Both are computed in each round, between the two variants' runs of that round, and the median over the " +
+		"rounds is shown, so they can differ from the ratios of the medians in the table above.\n\n")
 	w("| ratio | throughput | target | p99 Δ | p99 target | holds |\n|---|---:|---:|---:|---:|:---:|\n")
 	for _, q := range r.Ratios {
 		target, p99Target, holds := "—", "—", "—"
