@@ -182,11 +182,11 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 			list = pathKeys(ix, d, hit)
 		}
 		lane := h.defaultLane
-		for i := 0; i < len(list); i++ {
-			if r := list[i]; r.how == matchAlways || matchCandidate(r, d) {
+		for _, r := range list {
+			if r.how == matchAlways || matchCandidate(r, d) {
 				lane = r.lane
 				if h.ruleHeader != "" {
-					rw.Header()[h.ruleHeader] = []string{r.name}
+					nameRule(rw, h.ruleHeader, r.name)
 				}
 				break
 			}
@@ -196,6 +196,11 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		}
 	}
 	h.next.ServeHTTP(rw, req)
+}
+
+// nameRule sets the rule header key to the name of the matching rule on rw.
+func nameRule(rw http.ResponseWriter, key, name string) {
+	rw.Header()[key] = []string{name}
 }
 
 // The request path is written as plain functions rather than methods: Yaegi runs a method call

@@ -345,16 +345,16 @@ func matchPercent(r *rule, d *decision) bool {
 // request of d. A rule whose only condition left is a percentage or a version range is checked
 // here, without the calls of matchRule.
 func matchCandidate(r *rule, d *decision) bool {
-	if r.how == matchByVersions {
+	switch r.how {
+	case matchByVersions:
 		return clientVerdict(d).holds[r.versionRule]
+	case matchByPercent:
+		if d.identity != "" {
+			return bucket(r.salt, d.identity) < r.threshold
+		}
+		return anonymousInBucket(d, r.salt, r.threshold)
 	}
-	if r.how != matchByPercent {
-		return matchRule(r, d)
-	}
-	if d.identity != "" {
-		return bucket(r.salt, d.identity) < r.threshold
-	}
-	return anonymousInBucket(d, r.salt, r.threshold)
+	return matchRule(r, d)
 }
 
 // allAccept reports whether the request of d satisfies every pair of r.
