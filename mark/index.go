@@ -90,8 +90,8 @@ func indexRules(rules []rule) ruleIndex {
 	var patterns, anchored, floating []string
 	for i := 0; i < len(rules); i++ {
 		r := &rules[i]
-		if pathAnchored(&r.path) {
-			anchored = append(anchored, pathAlternatives(&r.path)...)
+		if alternative, ok := anchoredAlternative(&r.path); ok {
+			anchored = append(anchored, alternative)
 		} else {
 			floating = append(floating, pathAlternatives(&r.path)...)
 		}
@@ -148,6 +148,11 @@ func indexRules(rules []rule) ruleIndex {
 	// The anchored alternation is tried at the path's start only, and an alternation of
 	// literals with a common prefix is found with a substring search: both take a few hundred
 	// nanoseconds where a single alternation of everything takes microseconds.
+	// Sorted, so that alternatives with a common beginning stand next to each other: the regexp
+	// package factors it out of them, and a path that differs from it is ruled out at once.
+	// (The order of alternatives does not change whether a path matches.)
+	sort.Strings(anchored)
+	sort.Strings(floating)
 	var errAnchored, errFloating error
 	if anchored != nil {
 		ix.anchoredPaths, errAnchored = regexp.Compile("^(?:" + strings.Join(anchored, "|") + ")")
@@ -229,17 +234,23 @@ func pathAlternatives(m *pathMatch) []string {
 	return nil
 }
 
-// pathAnchored reports whether the path condition m can only match from the start of a path:
-// exact and prefix conditions, and regexes that begin with ^ in every alternative.
-func pathAnchored(m *pathMatch) bool {
+// anchoredAlternative returns, for a path condition m that can only match from the start of a
+// path (exact and prefix conditions, and regexes that begin with ^ in every alternative), the
+// regular expression that matches a path from its start exactly when m holds, written without
+// a ^ of its own: the alternation of these has one ^ for them all, and the regexp package runs
+// it several times faster without the inner ones. The bool is false for any other condition.
+func anchoredAlternative(m *pathMatch) (string, bool) {
 	switch m.kind {
 	case pathExact, pathPrefix:
-		return true
+		return pathAlternatives(m)[0], true
 	case pathRegex:
 		re, err := syntax.Parse(m.re.String(), syntax.Perl)
-		return err == nil && beginsWithText(re)
+		if err != nil || !beginsWithText(re) {
+			return "", false
+		}
+		return "(?:" + dropBeginText(re).String() + ")", true
 	}
-	return false
+	return "", false
 }
 
 // beginsWithText reports whether every match of re starts at the beginning of the text.
@@ -258,6 +269,28 @@ func beginsWithText(re *syntax.Regexp) bool {
 		return true
 	}
 	return false
+}
+
+// dropBeginText removes the ^ that starts every alternative of re, for a re that beginsWithText,
+// and returns re.
+func dropBeginText(re *syntax.Regexp) *syntax.Regexp {
+	switch re.Op {
+	case syntax.OpBeginText:
+		return &syntax.Regexp{Op: syntax.OpEmptyMatch}
+	case syntax.OpConcat:
+		if re.Sub[0].Op == syntax.OpBeginText {
+			re.Sub = re.Sub[1:] // not an empty match in its place, which hides what follows from the regexp package
+		} else {
+			re.Sub[0] = dropBeginText(re.Sub[0])
+		}
+	case syntax.OpCapture:
+		re.Sub[0] = dropBeginText(re.Sub[0])
+	case syntax.OpAlternate:
+		for i := 0; i < len(re.Sub); i++ {
+			re.Sub[i] = dropBeginText(re.Sub[i])
+		}
+	}
+	return re
 }
 
 // anchorPair returns the position of the first pair that asks for an exact value, or -1.

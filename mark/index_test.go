@@ -20,7 +20,7 @@ var (
 	randUsers    = []string{"u0", "u1", "u2", "u3"}
 	randPaths    = []string{"/", "/a", "/a/", "/a/b", "/ab", "/b/c", "/a/b/c"}
 	randContains = []string{"a", "b/", "c"}
-	randRegexes  = []string{"^/a", "b$", "^/[ab]/", "^/b|c", "(?i)^/A/", "(^/a)|(^/b$)"}
+	randRegexes  = []string{"^/a", "b$", "^/[ab]/", "^/b|c", "(?i)^/A/", "(^/a)|(^/b$)", `\A/b`, "^/a/|^/b", "^(?:/a|/b)/c$", "^"}
 	randMethods  = []string{"GET", "POST", "PUT"}
 	randValues   = []string{"1", "2", "*"}
 	randPercents = []float64{0, 30, 50, 100}
