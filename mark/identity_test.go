@@ -164,7 +164,7 @@ func TestJWTSeeds(t *testing.T) {
 }
 
 // cookieSeeds are the seed Cookie headers of FuzzCookieIdentity, also run by TestCookieSeeds.
-var cookieSeeds = []string{"uid=1", `uid="1"`, "a=b; uid=2", "uid=; uid=3", `uid="; uid=4`, "uid=a b", " uid = 5 ", "uid=\x7f; uid=6", `uid=\"`, "uid"}
+var cookieSeeds = []string{"uid=1", `uid="1"`, "a=b; uid=2", "uid=; uid=3", `uid="; uid=4`, "uid=a b", " uid = 5 ", "uid=\x7f; uid=6", `uid=\"`, "uid", "uid=caf\xc3\xa9; uid=7", "uid=a\x01b; uid=8", "uid=\x80\xff; uid=_"}
 
 // checkCookie verifies that the identity read from the Cookie header is the value net/http's
 // Request.Cookie finds, or none when that is empty (then the query parameter is used).
