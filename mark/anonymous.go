@@ -130,7 +130,7 @@ func parseMaxAge(s string) (int64, error) {
 func anonymousKeyFor(k *anonymousPolicy, rw http.ResponseWriter, req *http.Request) (string, bool) {
 	switch k.mode {
 	case anonymousCookie:
-		if id, ok := cookieValue(req.Header, k.cookieName); ok && validAnonymousID(id) {
+		if id, ok := cookieValue(req, k.cookieName); ok && validAnonymousID(id) {
 			return id, true
 		}
 		id, ok := newAnonymousID()

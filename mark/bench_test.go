@@ -133,3 +133,25 @@ func BenchmarkDecisionPercentOnly(b *testing.B) {
 	cfg.Rules = []mark.Rule{{Name: "ten-percent", Lane: "canary", Percent: &ten}}
 	benchHandler(b, cfg, benchRequest("visitor-28"), "canary")
 }
+
+// BenchmarkCookieIdentity measures a decision whose user ID is read from a cookie among others,
+// as on a site that keeps its users' ID in a session cookie, for a user of a users rule.
+func BenchmarkCookieIdentity(b *testing.B) {
+	cfg := mark.CreateConfig()
+	cfg.Identity = mark.Identity{Cookie: "uid"}
+	cfg.Rules = []mark.Rule{{Name: "testers", Lane: "canary", Users: []string{"user-7", "user-8"}}}
+	req := request{target: "/shop/items", headers: []string{
+		"Cookie", "session=0f3c9a7e21b44d5e; theme=dark; uid=user-7; consent=yes",
+	}}.build()
+	benchHandler(b, cfg, req, "canary")
+}
+
+// BenchmarkQueryIdentity measures a decision whose user ID is read from a query parameter among
+// others, for a user of a users rule.
+func BenchmarkQueryIdentity(b *testing.B) {
+	cfg := mark.CreateConfig()
+	cfg.Identity = mark.Identity{Query: "uid"}
+	cfg.Rules = []mark.Rule{{Name: "testers", Lane: "canary", Users: []string{"user-7", "user-8"}}}
+	req := request{target: "/shop/items?page=2&sort=price&uid=user-7&view=grid"}.build()
+	benchHandler(b, cfg, req, "canary")
+}

@@ -61,7 +61,7 @@ func lookupIdentity(s *identitySource, req *http.Request) string {
 // identityBeyondHeader returns the user ID of req from the cookie, query or JWT claim source.
 func identityBeyondHeader(s *identitySource, req *http.Request) string {
 	if s.cookie != "" {
-		if v, _ := cookieValue(req.Header, s.cookie); validID(v) {
+		if v, _ := cookieValue(req, s.cookie); validID(v) {
 			return v
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"math/rand"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 )
 
@@ -148,7 +147,7 @@ func lookup(req *http.Request, kind int, name string) (string, bool) {
 		if len(req.Header["Cookie"]) == 0 {
 			return "", false
 		}
-		return cookieValue(req.Header, name)
+		return cookieValue(req, name)
 	}
 	if req.URL.RawQuery == "" {
 		return "", false
@@ -167,132 +166,27 @@ func headerValue(h http.Header, key string) string {
 // The request path leaves the scanning of cookies and queries to compiled standard library calls
 // where it can: under Yaegi, an interpreted loop costs about 150 ns per byte and a call 0.5 µs.
 
-// ows is the optional white space around cookie pairs, as textproto.TrimString trims it.
-const ows = " \t\n\r"
-
-// invalidCookieBytes replaces each byte that net/http does not accept in a cookie value (once
-// unquoted) with one it accepts: a value it leaves as it is holds only accepted bytes, and then
-// Replace returns the value itself without allocating. A table of 256 bytes, where strings.Trim
-// with the accepted bytes as cutset would build its set on every call (150 ns against 10).
-var invalidCookieBytes = newInvalidCookieBytes()
-
-// newInvalidCookieBytes builds invalidCookieBytes.
-func newInvalidCookieBytes() *strings.Replacer {
-	var pairs []string
-	for b := 0; b < 256; b++ {
-		if !isCookieValueByte(byte(b)) {
-			pairs = append(pairs, string([]byte{byte(b)}), "_")
-		}
+// cookieValue returns the value of the first valid cookie called name, as net/http's
+// Request.Cookie finds it (the quotes of a quoted value removed), and whether there is one.
+// One call into compiled code, which allocates a little: scanning the Cookie header in the
+// plugin without allocating cost about 110 interpreted allocations more under Yaegi.
+func cookieValue(req *http.Request, name string) (string, bool) {
+	c, err := req.Cookie(name)
+	if err != nil {
+		return "", false
 	}
-	return strings.NewReplacer(pairs...)
+	return c.Value, true
 }
 
-// isCookieValueByte reports whether net/http accepts c in a cookie value.
-func isCookieValueByte(c byte) bool {
-	return c >= 0x20 && c < 0x7f && c != '"' && c != ';' && c != '\\'
-}
-
-// cookieValue returns the value of the first valid cookie called name in the Cookie headers,
-// found like net/http's Request.Cookie finds it but without allocating. Only the pairs that hold
-// name are looked at.
-func cookieValue(h http.Header, name string) (string, bool) {
-	lines := h["Cookie"]
-	for i := 0; i < len(lines); i++ {
-		for rest := lines[i]; rest != ""; {
-			pair, next, ok := nextPairWith(rest, name, ';')
-			if !ok {
-				break
-			}
-			rest = next
-			pair = strings.Trim(pair, ows)
-			key, value := pair, ""
-			if j := strings.IndexByte(pair, '='); j >= 0 {
-				key, value = pair[:j], pair[j+1:]
-			}
-			if strings.Trim(key, ows) != name {
-				continue
-			}
-			if len(value) > 1 && value[0] == '"' && value[len(value)-1] == '"' {
-				value = value[1 : len(value)-1]
-			}
-			if invalidCookieBytes.Replace(value) == value {
-				return value, true // a value net/http accepts
-			}
-		}
-	}
-	return "", false
-}
-
-// nextPairWith returns the first sep-separated pair of s that holds name, the rest of s after that
-// pair, and whether there was one.
-// (No named results here: Yaegi does not reset them between calls.)
-func nextPairWith(s, name string, sep byte) (string, string, bool) {
-	j := strings.Index(s, name)
-	if j < 0 {
-		return "", "", false
-	}
-	start := strings.LastIndexByte(s[:j], sep) + 1
-	end := strings.IndexByte(s[j:], sep)
-	if end < 0 {
-		return s[start:], "", true
-	}
-	return s[start : j+end], s[j+end+1:], true
-}
-
-// queryValue returns the first value of the query parameter name in rawQuery, found like
-// url.ParseQuery finds it but allocating only to unescape. Without escapes in rawQuery, only the
-// pairs that hold name are looked at.
+// queryValue returns the first value of the query parameter name in rawQuery, as url.ParseQuery
+// (and so Request.URL.Query) finds it, and whether rawQuery has that parameter. Pairs that
+// ParseQuery rejects are left out. One call into compiled code, which allocates its map: scanning
+// the query in the plugin without allocating cost about 70 interpreted allocations more under
+// Yaegi.
 func queryValue(rawQuery, name string) (string, bool) {
-	if strings.ContainsAny(rawQuery, "%+") {
-		return escapedQueryValue(rawQuery, name)
-	}
-	for rest := rawQuery; rest != ""; {
-		pair, next, ok := nextPairWith(rest, name, '&')
-		if !ok {
-			break
-		}
-		rest = next
-		key, value := pair, ""
-		if j := strings.IndexByte(pair, '='); j >= 0 {
-			key, value = pair[:j], pair[j+1:]
-		}
-		if key == name && strings.IndexByte(pair, ';') < 0 {
-			return value, true
-		}
+	values, _ := url.ParseQuery(rawQuery)
+	if v := values[name]; len(v) > 0 {
+		return v[0], true
 	}
 	return "", false
-}
-
-// escapedQueryValue is queryValue for a query with escapes: every pair is unescaped and compared.
-func escapedQueryValue(rawQuery, name string) (string, bool) {
-	for rawQuery != "" {
-		var key, raw string
-		var ok bool
-		key, raw, ok, rawQuery = cutQuery(rawQuery)
-		if !ok || key != name {
-			continue
-		}
-		if value, err := url.QueryUnescape(raw); err == nil {
-			return value, true
-		}
-	}
-	return "", false
-}
-
-// cutQuery cuts the first "key=value" pair off a raw query and returns its unescaped key, its raw
-// value, whether url.ParseQuery would keep it (not empty, no ';', key well escaped) and the rest.
-func cutQuery(query string) (string, string, bool, string) {
-	pair, rest := query, ""
-	if j := strings.IndexByte(query, '&'); j >= 0 {
-		pair, rest = query[:j], query[j+1:]
-	}
-	if pair == "" || strings.IndexByte(pair, ';') >= 0 {
-		return "", "", false, rest
-	}
-	key, raw := pair, ""
-	if j := strings.IndexByte(pair, '='); j >= 0 {
-		key, raw = pair[:j], pair[j+1:]
-	}
-	key, err := url.QueryUnescape(key)
-	return key, raw, err == nil, rest
 }
