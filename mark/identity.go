@@ -48,7 +48,7 @@ func newIdentitySource(id Identity) identitySource {
 // a function of their own, so that (under Yaegi) a request with the header does not pay for them.
 func lookupIdentity(s *identitySource, req *http.Request) string {
 	// The first value of the header only; a range costs fewer values than len and an index
-	// under Yaegi, and validID inline costs less than a call.
+	// under Yaegi, and the checks inline cost less than a call.
 	for _, v := range req.Header[s.header] {
 		if v != "" && len(v) <= maxIDLen {
 			return v
@@ -59,28 +59,50 @@ func lookupIdentity(s *identitySource, req *http.Request) string {
 }
 
 // identityBeyondHeader returns the user ID of req from the cookie, query or JWT claim source.
+// Each is read in a function of its own, so that (under Yaegi) a request pays only for the
+// sources configured; each returns "" for a value that is empty or longer than maxIDLen.
 func identityBeyondHeader(s *identitySource, req *http.Request) string {
 	if s.cookie != "" {
-		if v, _ := cookieValue(req, s.cookie); validID(v) {
+		if v := cookieID(s, req); v != "" {
 			return v
 		}
 	}
 	if s.query != "" {
-		if v, _ := queryValue(req.URL.RawQuery, s.query); validID(v) {
+		if v := queryID(s, req); v != "" {
 			return v
 		}
 	}
 	if s.jwtClaim != "" {
-		if v, err := jwtClaim(headerValue(req.Header, "Authorization"), s.jwtClaim); err == nil && validID(v) {
-			return v
-		}
+		return jwtID(s, req)
 	}
 	return ""
 }
 
-// validID reports whether v can serve as a user ID.
-func validID(v string) bool {
-	return v != "" && len(v) <= maxIDLen
+// cookieID returns the user ID of req from the cookie source, or "".
+func cookieID(s *identitySource, req *http.Request) string {
+	v, _ := cookieValue(req, s.cookie)
+	if len(v) > maxIDLen {
+		return ""
+	}
+	return v
+}
+
+// queryID returns the user ID of req from the query source, or "".
+func queryID(s *identitySource, req *http.Request) string {
+	v, _ := queryValue(req.URL.RawQuery, s.query)
+	if len(v) > maxIDLen {
+		return ""
+	}
+	return v
+}
+
+// jwtID returns the user ID of req from the JWT claim source, or "".
+func jwtID(s *identitySource, req *http.Request) string {
+	v, err := jwtClaim(headerValue(req.Header, "Authorization"), s.jwtClaim)
+	if err != nil || len(v) > maxIDLen {
+		return ""
+	}
+	return v
 }
 
 // jwtClaim returns the claim called name from the payload of the Bearer token in authorization,
