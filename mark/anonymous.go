@@ -126,26 +126,42 @@ func parseMaxAge(s string) (int64, error) {
 
 // anonymousKeyFor returns the percentage key of a request with no identity. In cookie mode it reuses the
 // request's valid sticky cookie, or issues a new random ID on the response; ok is false in
-// random and none modes, and when there is no key to be had.
+// random and none modes, and when there is no key to be had. Each mode is a function of its own:
+// under Yaegi, a request pays for the values of every branch of a function it calls.
 func anonymousKeyFor(k *anonymousPolicy, rw http.ResponseWriter, req *http.Request) (string, bool) {
-	switch k.mode {
-	case anonymousCookie:
-		if id, ok := cookieValue(req, k.cookieName); ok && validAnonymousID(id) {
-			return id, true
-		}
-		id, ok := newAnonymousID()
-		if ok {
-			rw.Header().Add("Set-Cookie", k.cookieName+"="+id+k.attributes)
-		}
-		return id, ok
-	case anonymousIP:
-		ip, ok := peerIP(req)
-		if !ok {
-			return "", false
-		}
-		return ip.String(), true
+	if k.mode == anonymousCookie {
+		return stickyKey(k, rw, req)
+	}
+	if k.mode == anonymousIP {
+		return ipKey(req)
 	}
 	return "", false
+}
+
+// stickyKey returns the anonymous ID of the request's valid sticky cookie, or issues a new one.
+func stickyKey(k *anonymousPolicy, rw http.ResponseWriter, req *http.Request) (string, bool) {
+	if id, ok := cookieValue(req, k.cookieName); ok && validAnonymousID(id) {
+		return id, true
+	}
+	return issueAnonymousID(k, rw)
+}
+
+// issueAnonymousID returns a new random anonymous ID and sets it in the sticky cookie on rw.
+func issueAnonymousID(k *anonymousPolicy, rw http.ResponseWriter) (string, bool) {
+	id, ok := newAnonymousID()
+	if ok {
+		rw.Header().Add("Set-Cookie", k.cookieName+"="+id+k.attributes)
+	}
+	return id, ok
+}
+
+// ipKey returns the client IP of req as its percentage key.
+func ipKey(req *http.Request) (string, bool) {
+	ip, ok := peerIP(req)
+	if !ok {
+		return "", false
+	}
+	return ip.String(), true
 }
 
 // newAnonymousID returns a new random anonymous ID.
@@ -157,15 +173,9 @@ func newAnonymousID() (string, bool) {
 	return hex.EncodeToString(b[:]), true
 }
 
-// validAnonymousID reports whether id has the form of an ID this middleware issues.
+// validAnonymousID reports whether id has the form of an ID this middleware issues: anonymousIDLen
+// lower-case hexadecimal digits. (A compiled strings call rather than a loop: fewer
+// values for Yaegi.)
 func validAnonymousID(id string) bool {
-	if len(id) != anonymousIDLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		if (id[i] < '0' || id[i] > '9') && (id[i] < 'a' || id[i] > 'f') {
-			return false
-		}
-	}
-	return true
+	return len(id) == anonymousIDLen && strings.Trim(id, "0123456789abcdef") == ""
 }

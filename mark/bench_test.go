@@ -155,3 +155,16 @@ func BenchmarkQueryIdentity(b *testing.B) {
 	req := request{target: "/shop/items?page=2&sort=price&uid=user-7&view=grid"}.build()
 	benchHandler(b, cfg, req, "canary")
 }
+
+// BenchmarkAnonymousSticky measures a 50 % rule for a visitor without identity who returns with
+// the sticky cookie mark issued on the first visit, among other cookies.
+func BenchmarkAnonymousSticky(b *testing.B) {
+	cfg := mark.CreateConfig()
+	cfg.Identity = mark.Identity{Header: "X-User-Id"}
+	half := 50.0
+	cfg.Rules = []mark.Rule{{Name: "half", Lane: "canary", Percent: &half}}
+	req := request{target: "/shop/items", headers: []string{
+		"Cookie", "session=0f3c9a7e21b44d5e; " + cfg.StickyCookie.Name + "=0123456789abcdef0123456789abcdef; theme=dark",
+	}}.build()
+	benchHandler(b, cfg, req, "canary")
+}

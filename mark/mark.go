@@ -24,7 +24,7 @@ type handler struct {
 	trusted     ipSet
 	identity    *identitySource
 	version     *versionSource
-	anonymous   anonymousPolicy
+	anonymous   *anonymousPolicy
 	ruleHeader  string // canonical response header key, or ""
 	rules       []rule
 	index       *ruleIndex
@@ -137,7 +137,7 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h.anonymous = anonymous
+	h.anonymous = &anonymous
 	var fields fieldTable // the named request fields the rules read, numbered for the request cache
 	h.rules = make([]rule, len(cfg.Rules))
 	for i := 0; i < len(cfg.Rules); i++ {

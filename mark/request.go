@@ -102,16 +102,6 @@ func clientVerdict(d *decision) *versionVerdict {
 	return d.verdict
 }
 
-// anonymousKey returns the percentage key of a request with no identity. It is looked up, and a
-// sticky cookie issued, at most once per request.
-func anonymousKey(d *decision) (string, bool) {
-	if !d.anonymousDone {
-		d.anonymous, d.anonymousOK = anonymousKeyFor(&d.handler.anonymous, d.rw, d.req)
-		d.anonymousDone = true
-	}
-	return d.anonymous, d.anonymousOK
-}
-
 // clock returns the time the request's rules are evaluated at, read once per request.
 func clock(d *decision) time.Time {
 	if d.now.IsZero() {
@@ -122,15 +112,20 @@ func clock(d *decision) time.Time {
 
 // anonymousInBucket reports whether a request without identity falls in the first threshold
 // buckets of salt. At 0 % it does not look for an anonymous key, so that no sticky cookie is issued.
+// The anonymous key is looked up, and a sticky cookie issued, at most once per request.
 func anonymousInBucket(d *decision, salt string, threshold uint64) bool {
 	if threshold == 0 {
 		return false
 	}
-	if d.handler.anonymous.mode == anonymousRandom {
+	k := d.handler.anonymous
+	if k.mode == anonymousRandom {
 		return uint64(rand.Int63n(bucketCount)) < threshold
 	}
-	key, ok := anonymousKey(d)
-	return ok && bucket(salt, key) < threshold
+	if !d.anonymousDone {
+		d.anonymous, d.anonymousOK = anonymousKeyFor(k, d.rw, d.req)
+		d.anonymousDone = true
+	}
+	return d.anonymousOK && bucket(salt, d.anonymous) < threshold
 }
 
 // lookup returns the value of a named request field, uncached. The cookie and query parsers
