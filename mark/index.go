@@ -47,9 +47,10 @@ type ruleIndex struct {
 	patternRules []uint64
 	// A path that some rule's path condition holds for, of whatever kind, is matched by
 	// anchoredPaths (the conditions that can only match from the path's start: exact, prefix,
-	// and regexes starting with ^) or by floatingPaths (the others). Either is nil when it
-	// would be empty; pathFilter is set when they could be compiled (the alternations are not
-	// too large) and some rule has a path condition.
+	// and regexes starting with ^) or by floatingPaths (the others). Either is matchNothing
+	// when it would be empty (no test for nil on the request path: fewer values for Yaegi);
+	// pathFilter is set when they could be compiled (the alternations are not too large) and
+	// some rule has a path condition.
 	anchoredPaths, floatingPaths *regexp.Regexp
 	pathFilter                   bool
 	// byPath is set when some rule has a path condition, byOthers when some rule is filed
@@ -154,6 +155,7 @@ func indexRules(rules []rule) ruleIndex {
 	sort.Strings(anchored)
 	sort.Strings(floating)
 	var errAnchored, errFloating error
+	ix.anchoredPaths, ix.floatingPaths = matchNothing, matchNothing
 	if anchored != nil {
 		ix.anchoredPaths, errAnchored = regexp.Compile("^(?:" + strings.Join(anchored, "|") + ")")
 	}
@@ -412,8 +414,7 @@ func pathKeys(ix *ruleIndex, d *decision, hit *entry) []*rule {
 // mayMatchPath reports whether some rule's path condition may hold for path: always when the
 // path regexps could not be compiled.
 func mayMatchPath(ix *ruleIndex, path string) bool {
-	return !ix.pathFilter || ix.anchoredPaths != nil && ix.anchoredPaths.MatchString(path) ||
-		ix.floatingPaths != nil && ix.floatingPaths.MatchString(path)
+	return !ix.pathFilter || ix.anchoredPaths.MatchString(path) || ix.floatingPaths.MatchString(path)
 }
 
 // addEntry returns the entry of a request that matched the keys of hit (ix.none for none yet)
@@ -471,3 +472,6 @@ func orEntry(mask []uint64, e *entry) {
 		mask[i] |= e.mask[i]
 	}
 }
+
+// matchNothing is a regexp that matches no path: nothing can precede the start of the text.
+var matchNothing = regexp.MustCompile(`a^`)
