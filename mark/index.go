@@ -48,11 +48,10 @@ type ruleIndex struct {
 	// A path that some rule's path condition holds for, of whatever kind, is matched by
 	// anchoredPaths (the conditions that can only match from the path's start: exact, prefix,
 	// and regexes starting with ^) or by floatingPaths (the others). Either is matchNothing
-	// when it would be empty (no test for nil on the request path: fewer values for Yaegi);
-	// pathFilter is set when they could be compiled (the alternations are not too large) and
-	// some rule has a path condition.
+	// when it would be empty; when they cannot be compiled (the alternations are too large),
+	// anchoredPaths matches every path. (No tests of a flag or for nil on the request path:
+	// fewer values for Yaegi.)
 	anchoredPaths, floatingPaths *regexp.Regexp
-	pathFilter                   bool
 	// byPath is set when some rule has a path condition, byOthers when some rule is filed
 	// under a method, a header, a cookie or a query parameter.
 	byPath, byOthers bool
@@ -155,14 +154,17 @@ func indexRules(rules []rule) ruleIndex {
 	sort.Strings(anchored)
 	sort.Strings(floating)
 	var errAnchored, errFloating error
-	ix.anchoredPaths, ix.floatingPaths = matchNothing, matchNothing
+	ix.anchoredPaths = matchNothing
+	ix.floatingPaths = matchNothing
 	if anchored != nil {
 		ix.anchoredPaths, errAnchored = regexp.Compile("^(?:" + strings.Join(anchored, "|") + ")")
 	}
 	if floating != nil {
 		ix.floatingPaths, errFloating = regexp.Compile(strings.Join(floating, "|"))
 	}
-	ix.pathFilter = (anchored != nil || floating != nil) && errAnchored == nil && errFloating == nil
+	if errAnchored != nil || errFloating != nil {
+		ix.anchoredPaths = matchEverything
+	}
 	for i := 0; i < len(rules); i++ {
 		rules[i].how = howToCheck(&rules[i])
 	}
@@ -414,7 +416,7 @@ func pathKeys(ix *ruleIndex, d *decision, hit *entry) []*rule {
 // mayMatchPath reports whether some rule's path condition may hold for path: always when the
 // path regexps could not be compiled.
 func mayMatchPath(ix *ruleIndex, path string) bool {
-	return !ix.pathFilter || ix.anchoredPaths.MatchString(path) || ix.floatingPaths.MatchString(path)
+	return ix.anchoredPaths.MatchString(path) || ix.floatingPaths.MatchString(path)
 }
 
 // addEntry returns the entry of a request that matched the keys of hit (ix.none for none yet)
@@ -475,3 +477,6 @@ func orEntry(mask []uint64, e *entry) {
 
 // matchNothing is a regexp that matches no path: nothing can precede the start of the text.
 var matchNothing = regexp.MustCompile(`a^`)
+
+// matchEverything is a regexp that matches every path.
+var matchEverything = regexp.MustCompile(``)

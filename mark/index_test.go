@@ -274,3 +274,30 @@ func TestIndexManyRules(t *testing.T) {
 		}
 	}
 }
+
+// TestIndexPathAlternationTooLarge checks the rules whose path regexps are too large together
+// for one alternation: the path filter then lets every path through to the rules' own checks.
+func TestIndexPathAlternationTooLarge(t *testing.T) {
+	cfg := mark.CreateConfig()
+	cfg.RuleHeader = "X-Rule"
+	const big = 3500 // each regexp repeats a class 1000 times: 3.5M instructions together
+	for i := 0; i < big; i++ {
+		cfg.Rules = append(cfg.Rules, mark.Rule{Name: "big" + strconv.Itoa(i), Lane: "l",
+			Path: mark.PathMatch{Regex: "^/big" + strconv.Itoa(i) + "/[a-z]{1000}$"}})
+	}
+	cfg.Rules = append(cfg.Rules, mark.Rule{Name: "exact", Lane: "l", Path: mark.PathMatch{Exact: "/p"}},
+		mark.Rule{Name: "contains", Lane: "l", Path: mark.PathMatch{Contains: []string{"kw"}}})
+	h := newMark(t, cfg)
+	tests := []struct{ target, want string }{
+		{"/p", "exact"},
+		{"/x/kw", "contains"},
+		{"/big7/" + strings.Repeat("a", 1000), "big7"},
+		{"/big7/" + strings.Repeat("a", 999), ""},
+		{"/other", ""},
+	}
+	for _, tt := range tests {
+		if got := serve(h, request{target: tt.target}.build()).Header().Get("X-Rule"); got != tt.want {
+			t.Errorf("%.20s…: matched %q, want %q", tt.target, got, tt.want)
+		}
+	}
+}
