@@ -1,6 +1,8 @@
 package mark
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/http"
@@ -342,16 +344,25 @@ func matchPercent(r *rule, d *decision) bool {
 }
 
 // matchCandidate reports whether the candidate rule r, which has conditions left, matches the
-// request of d. A rule whose only condition left is a percentage or a version range is checked
-// here, without the calls of matchRule.
+// request of d. A rule whose only condition left is a percentage, the usual gray release, is
+// checked here for a request with a user ID, its bucket computed inline; any other candidate in
+// matchOtherCandidate. (Under Yaegi every expression of a function costs an allocation per call:
+// this saves the percentage check 12 of about 30, and costs the other candidates about 6.)
 func matchCandidate(r *rule, d *decision) bool {
+	if r.how == matchByPercent && d.identity != "" {
+		sum := sha256.Sum256([]byte(r.salt + d.identity)) // bucket(r.salt, d.identity)
+		return binary.BigEndian.Uint64(sum[:])%bucketCount < r.threshold
+	}
+	return matchOtherCandidate(r, d)
+}
+
+// matchOtherCandidate is matchCandidate for the other candidates: a rule whose only condition
+// left is a version range, a percentage for a request without user ID, and any other rule.
+func matchOtherCandidate(r *rule, d *decision) bool {
 	switch r.how {
 	case matchByVersions:
 		return clientVerdict(d).holds[r.versionRule]
 	case matchByPercent:
-		if d.identity != "" {
-			return bucket(r.salt, d.identity) < r.threshold
-		}
 		return anonymousInBucket(d, r.salt, r.threshold)
 	}
 	return matchRule(r, d)
