@@ -198,6 +198,10 @@ func TestIndexKeepsFirstMatch(t *testing.T) {
 		cfg.Version.Header = "X-Version"
 		cfg.Anonymous = "none"
 		cfg.RuleHeader = "X-Rule"
+		noMatch := "-" // the lane next sees when no rule matches
+		if c%2 == 1 {
+			cfg.DefaultLane, noMatch = "dflt", "dflt"
+		}
 		n := 1 + rnd.Intn(12)
 		for i := 0; i < n; i++ {
 			cfg.Rules = append(cfg.Rules, randomRule(rnd, i))
@@ -205,14 +209,18 @@ func TestIndexKeepsFirstMatch(t *testing.T) {
 		h := newMark(t, cfg)
 		for k := 0; k < 30; k++ {
 			r := randomRequest(rnd)
-			want := ""
+			want, wantLane := "", noMatch
 			for i := 0; i < len(cfg.Rules) && want == ""; i++ {
 				if referenceMatch(&cfg.Rules[i], r.build()) {
-					want = cfg.Rules[i].Name
+					want, wantLane = cfg.Rules[i].Name, cfg.Rules[i].Lane
 				}
 			}
-			if got := serve(h, r.build()).Header().Get("X-Rule"); got != want {
+			rec := serve(h, r.build())
+			if got := rec.Header().Get("X-Rule"); got != want || want == "" && rec.Header()["X-Rule"] != nil {
 				t.Fatalf("config %d: rules %+v\nrequest %+v: matched %q, want %q", c, cfg.Rules, r, got, want)
+			}
+			if got := rec.Header().Get(laneSeen); got != wantLane {
+				t.Fatalf("config %d: rules %+v\nrequest %+v: lane %q, want %q", c, cfg.Rules, r, got, wantLane)
 			}
 		}
 	}

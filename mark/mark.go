@@ -17,19 +17,18 @@ const (
 
 // handler is one mark middleware instance. Everything is compiled in New; ServeHTTP only looks up.
 type handler struct {
-	next        http.Handler
-	header      string // canonical lane header key
-	incoming    string // incomingStrip, incomingKeep or incomingTrusted
-	strip       bool   // incoming is incomingStrip
-	trusted     ipSet
-	identity    *identitySource
-	version     *versionSource
-	anonymous   *anonymousPolicy
-	ruleHeader  string // canonical response header key, or ""
-	rules       []rule
-	index       *ruleIndex
-	fieldSlots  int // the number of named request fields the rules read and a request caches
-	defaultLane string
+	next       http.Handler
+	header     string // canonical lane header key
+	incoming   string // incomingStrip, incomingKeep or incomingTrusted
+	strip      bool   // incoming is incomingStrip
+	trusted    ipSet
+	identity   *identitySource
+	version    *versionSource
+	anonymous  *anonymousPolicy
+	ruleHeader string // canonical response header key, or ""
+	rules      []rule
+	index      *ruleIndex
+	fieldSlots int // the number of named request fields the rules read and a request caches
 }
 
 // New validates the configuration, fills in its defaults and builds the middleware.
@@ -119,11 +118,10 @@ func withDefaults(cfg Config) Config {
 // build compiles the configuration into a handler.
 func build(next http.Handler, cfg *Config) (*handler, error) {
 	h := &handler{
-		next:        next,
-		header:      http.CanonicalHeaderKey(cfg.Header),
-		incoming:    strings.ToLower(cfg.Incoming),
-		strip:       strings.EqualFold(cfg.Incoming, incomingStrip),
-		defaultLane: strings.ToLower(cfg.DefaultLane),
+		next:     next,
+		header:   http.CanonicalHeaderKey(cfg.Header),
+		incoming: strings.ToLower(cfg.Incoming),
+		strip:    strings.EqualFold(cfg.Incoming, incomingStrip),
 	}
 	if cfg.RuleHeader != "" {
 		h.ruleHeader = http.CanonicalHeaderKey(cfg.RuleHeader)
@@ -146,6 +144,11 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 		}
 	}
 	h.fieldSlots = len(fields)
+	if cfg.DefaultLane != "" {
+		// The default lane is the lane of a last rule without name or conditions: every list of
+		// candidate rules ends with it, and the request path needs no test of its own.
+		h.rules = append(h.rules, rule{lane: strings.ToLower(cfg.DefaultLane)})
+	}
 	// Pointers, so that the request path reads them without copying them: under Yaegi, reading
 	// a struct field copies it.
 	identity, version, index := newIdentitySource(cfg.Identity), newVersionSource(cfg.Version, h.rules), indexRules(h.rules)
@@ -181,26 +184,25 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		if ix.byPath && mayMatchPath(ix, req.URL.Path) {
 			list = pathKeys(ix, d, hit)
 		}
-		lane := h.defaultLane
 		for _, r := range list {
 			if r.how == matchAlways || matchCandidate(r, d) {
-				lane = r.lane
+				req.Header[h.header] = []string{r.lane}
 				if h.ruleHeader != "" {
 					nameRule(rw, h.ruleHeader, r.name)
 				}
 				break
 			}
 		}
-		if lane != "" {
-			req.Header[h.header] = []string{lane}
-		}
 	}
 	h.next.ServeHTTP(rw, req)
 }
 
-// nameRule sets the rule header key to the name of the matching rule on rw.
+// nameRule sets the rule header key to the name of the matching rule on rw; the rule of the
+// default lane has no name, and sets none.
 func nameRule(rw http.ResponseWriter, key, name string) {
-	rw.Header()[key] = []string{name}
+	if name != "" {
+		rw.Header()[key] = []string{name}
+	}
 }
 
 // The request path is written as plain functions rather than methods: Yaegi runs a method call

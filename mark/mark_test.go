@@ -97,6 +97,7 @@ func TestDefaultLaneAndRuleHeader(t *testing.T) {
 		{name: "second rule", ruleHeader: "x-gray-rule", target: "/alpha", wantLane: "blue", wantRule: "alpha"},
 		{name: "no match, no default", ruleHeader: "X-Gray-Rule", target: "/", wantLane: "-", wantRule: ""},
 		{name: "no match, default", defaultLane: "Stable", ruleHeader: "X-Gray-Rule", target: "/", wantLane: "stable", wantRule: ""},
+		{name: "match, default", defaultLane: "stable", ruleHeader: "X-Gray-Rule", target: "/alpha/x", wantLane: "blue", wantRule: "alpha"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,7 +111,8 @@ func TestDefaultLaneAndRuleHeader(t *testing.T) {
 			if got := rec.Header().Get(laneSeen); got != tt.wantLane {
 				t.Errorf("lane %q, want %q", got, tt.wantLane)
 			}
-			if got := rec.Header().Get("X-Gray-Rule"); got != tt.wantRule {
+			got := rec.Header().Values("X-Gray-Rule")
+			if tt.wantRule == "" && got != nil || tt.wantRule != "" && (len(got) != 1 || got[0] != tt.wantRule) {
 				t.Errorf("rule header %q, want %q", got, tt.wantRule)
 			}
 		})
