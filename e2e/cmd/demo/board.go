@@ -21,6 +21,7 @@ type visitor struct {
 	version  string
 	cookie   string
 	lastLane string
+	busy     bool // a request of this visitor is in flight: a real browser does not race its first cookie
 }
 
 // board sends the synthetic traffic and counts where it lands, per phase.
@@ -120,6 +121,11 @@ func (b *board) send(ctx context.Context, v *visitor) {
 		return
 	}
 	b.mu.Lock()
+	if v.busy {
+		b.mu.Unlock()
+		return
+	}
+	v.busy = true
 	if v.userID != "" {
 		req.Header.Set("X-User-Id", v.userID)
 	}
@@ -140,6 +146,7 @@ func (b *board) send(ctx context.Context, v *visitor) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	v.busy = false
 	t := b.phases[len(b.phases)-1]
 	t.total++
 	if err != nil {
