@@ -81,8 +81,8 @@ func validate(cfg *Config) error {
 	default:
 		return fmt.Errorf("unknownLane: %q: must be next or reject", cfg.UnknownLane)
 	}
-	if cfg.Health.MaxFails != nil && *cfg.Health.MaxFails < 0 {
-		return fmt.Errorf("health.maxFails: %d: must be 0 (off) or more", *cfg.Health.MaxFails)
+	if cfg.Health.MaxFails != nil && (*cfg.Health.MaxFails < 0 || *cfg.Health.MaxFails > maxMaxFails) {
+		return fmt.Errorf("health.maxFails: %d: must be 0 (off) to %d", *cfg.Health.MaxFails, maxMaxFails)
 	}
 	return validateLanes(cfg.Lanes)
 }
@@ -282,7 +282,8 @@ func buildServer(laneName string, index int, cfg Server, opts *serverOptions) (*
 	return s, nil
 }
 
-// parseServerURL accepts an absolute http or https URL with a host and an optional path.
+// parseServerURL accepts an absolute http or https URL with a host, an optional port (1 to
+// 65535) and an optional path.
 func parseServerURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(strings.TrimSpace(raw))
 	if err != nil {
@@ -293,6 +294,11 @@ func parseServerURL(raw string) (*url.URL, error) {
 	}
 	if u.Hostname() == "" {
 		return nil, errors.New("no host")
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return nil, errors.New("port must be 1 to 65535")
+		}
 	}
 	if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
 		return nil, errors.New("must not have user info, a query or a fragment")

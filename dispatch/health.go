@@ -13,6 +13,9 @@ const defaultMaxFails = 3
 // maxHealthRecords bounds the package-level health table.
 const maxHealthRecords = 4096
 
+// maxMaxFails bounds Health.MaxFails, and with it the failure times a health record keeps.
+const maxMaxFails = 100
+
 // healthPolicy is one middleware's passive health checking: a server that fails maxFails times
 // within window is down for cooldown. The state it reads and writes is the package-level
 // healthRecords, keyed by server URL, so it outlives configuration reloads and is shared by every
@@ -52,10 +55,9 @@ func fail(s *server) {
 
 // healthRecord holds the recent failures of one server URL.
 type healthRecord struct {
-	fails     int       // failures counted since since
-	since     time.Time // start of the window in which failures are counted
-	downUntil time.Time // end of the cooldown; zero when the server was never down
-	expires   time.Time // when the window and the cooldown are both over and the record says nothing
+	fails     []time.Time // times of the failures within the window, oldest first
+	downUntil time.Time   // end of the cooldown; zero when the server was never down
+	expires   time.Time   // when the window and the cooldown are both over and the record says nothing
 }
 
 // healthTable is the passive health state of every server that failed recently.
@@ -125,25 +127,24 @@ func (t *healthTable) fail(key string, p *healthPolicy, now time.Time) {
 	if r != nil && now.Before(r.downUntil) {
 		return // requests that were in flight when it went down do not extend the cooldown
 	}
-	if r == nil || now.After(r.expires) {
-		if r == nil && len(t.records) >= maxHealthRecords {
+	if r == nil {
+		if len(t.records) >= maxHealthRecords {
 			t.evict(now)
 		}
-		r = &healthRecord{since: now}
+		r = &healthRecord{}
 		t.records[key] = r
 		atomic.StoreInt64(&t.size, int64(len(t.records)))
 	}
-	if now.Sub(r.since) > p.window {
-		r.fails = 0
-		r.since = now
+	// A sliding window: the failures older than window no longer count.
+	for len(r.fails) > 0 && now.Sub(r.fails[0]) > p.window {
+		r.fails = r.fails[1:]
 	}
-	r.fails++
-	r.expires = r.since.Add(p.window)
-	if r.fails >= p.maxFails {
+	r.fails = append(r.fails, now)
+	r.expires = now.Add(p.window)
+	if len(r.fails) >= p.maxFails {
 		// Down for the cooldown; afterwards it takes its share again and counting starts afresh.
-		r.fails = 0
+		r.fails = nil
 		r.downUntil = now.Add(p.cooldown)
-		r.since = r.downUntil
 		r.expires = r.downUntil
 	}
 }

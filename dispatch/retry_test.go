@@ -199,6 +199,44 @@ func TestPassiveHealth(t *testing.T) {
 	}
 }
 
+func TestPassiveHealthSlidingWindow(t *testing.T) {
+	// maxFails 3 within 400ms, a lane of one server that answers 503: the lane answers 502 (its
+	// fallback none) once the server is down, 503 while it is up.
+	tests := []struct {
+		name string
+		gaps []time.Duration // pauses before the second, third, … failure
+		down bool
+	}{
+		{name: "three failures within the window", gaps: []time.Duration{300 * time.Millisecond, 150 * time.Millisecond, 0}, down: true},
+		{name: "the first failure left the window", gaps: []time.Duration{250 * time.Millisecond, 250 * time.Millisecond}, down: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bad := statusBackend(t, "bad", http.StatusServiceUnavailable)
+			cfg := dispatch.CreateConfig()
+			cfg.Health = dispatch.Health{MaxFails: intp(3), Window: "400ms", Cooldown: "5s"}
+			cfg.Lanes["canary"] = dispatch.Lane{Servers: []dispatch.Server{{URL: bad.URL}}, Fallback: "none"}
+			h := newHandler(t, cfg)
+			if rec := send(h, http.MethodGet, "canary", ""); rec.Code != http.StatusServiceUnavailable {
+				t.Fatalf("first request: status %d", rec.Code)
+			}
+			for _, gap := range tt.gaps {
+				time.Sleep(gap)
+				if rec := send(h, http.MethodGet, "canary", ""); rec.Code != http.StatusServiceUnavailable {
+					t.Fatalf("request after %v: status %d, want 503 from the server", gap, rec.Code)
+				}
+			}
+			want := http.StatusServiceUnavailable
+			if tt.down {
+				want = http.StatusBadGateway
+			}
+			if rec := send(h, http.MethodGet, "canary", ""); rec.Code != want {
+				t.Fatalf("last request: status %d, want %d", rec.Code, want)
+			}
+		})
+	}
+}
+
 func TestPassiveHealthKeepsWeights(t *testing.T) {
 	// While one of three equal servers is down, the other two share the requests equally.
 	bad := statusBackend(t, "bad", http.StatusServiceUnavailable)
