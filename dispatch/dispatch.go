@@ -385,9 +385,13 @@ func serveValue(h *handler, value string, rw http.ResponseWriter, req *http.Requ
 
 // serveLane sends req to the next server of l, retries a failed request without a body on the
 // lane's other servers, and hands it to l's fallback when no server is available. The request
-// keeps its state here: a server's proxy asks for a retry by leaving retryMark in the response
-// headers (see proxyError), which costs far less under Yaegi than carrying state in the request
-// context. A lane with one server to pick takes it at once while the health table holds no record.
+// keeps its state in the response headers, which costs far less under Yaegi than carrying it in
+// the request context: retryMark is there, without a value, while a server's proxy runs, and
+// with one when proxyError asks for a retry. (ReverseProxy clears the response headers when it
+// passes an interim 1xx response on to the client: then the mark is gone, and proxyError knows
+// that the client has seen something.) A mark without a value is never written to the client:
+// HTTP/1, HTTP/2 and HTTP/3 all write a header once per value. A lane with one server to pick
+// takes it at once while the health table holds no record.
 func serveLane(l *lane, rw http.ResponseWriter, req *http.Request) {
 	s := l.only
 	if atomic.LoadInt64(healthSize) != 0 {
@@ -404,31 +408,38 @@ func serveLane(l *lane, rw http.ResponseWriter, req *http.Request) {
 	if len(hdr["X-Forwarded-Host"])*len(hdr["X-Forwarded-Proto"]) == 0 || hdr["Upgrade"] != nil {
 		req = prepare(req)
 	}
+	out := rw.Header()
+	out[retryMark] = pendingMark
 	if l.passHost {
 		s.proxy.ServeHTTP(rw, req)
 	} else {
 		forwardHost(s, rw, req)
 	}
-	if rw.Header()[retryMark] != nil {
+	if len(out[retryMark]) != 0 {
 		retry(l, s, rw, req)
+		return
 	}
+	delete(out, retryMark)
 }
 
 // retry sends a request that failed on the server first to the lane's next available servers in
 // turn, as long as their proxies ask for a retry, then to the lane's fallback.
 func retry(l *lane, first *server, rw http.ResponseWriter, req *http.Request) {
-	for s := first; rw.Header()[retryMark] != nil; {
-		delete(rw.Header(), retryMark)
+	out := rw.Header()
+	for s := first; len(out[retryMark]) != 0; {
 		if s = after(l.balancer, s, first); s == nil {
+			delete(out, retryMark)
 			serveFallback(l, rw, req)
 			return
 		}
+		out[retryMark] = pendingMark
 		if l.passHost {
 			s.proxy.ServeHTTP(rw, req)
 		} else {
 			forwardHost(s, rw, req)
 		}
 	}
+	delete(out, retryMark)
 }
 
 // forwardHost sends req to s with s's host as Host, for a lane that does not pass the client's.

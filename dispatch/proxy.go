@@ -155,13 +155,17 @@ func (bufferPool) Put(b []byte) {
 	freeBuffers.Put(b) //nolint:staticcheck // SA6002: see above
 }
 
-// retryMark is the response header key with which proxyError asks serveLane to retry a request.
-// serveLane removes it as soon as the proxy returns. A key with spaces is no valid header name: no
-// server can send it, and net/http would never write it.
+// retryMark is the response header key of a request's state while a server's proxy runs (see
+// serveLane). serveLane removes it as soon as the proxy returns. A key with spaces is no valid
+// header name: no server can send it.
 const retryMark = "graylane dispatch retry"
 
-// retryValue is the value of retryMark.
-var retryValue = []string{"1"}
+// pendingMark is the value of retryMark while a server's proxy runs, retryValue the one with
+// which proxyError asks for a retry.
+var (
+	pendingMark = []string{}
+	retryValue  = []string{"1"}
+)
 
 // prepare returns a copy of req for the lane's servers when req needs more than the proxy does:
 // X-Forwarded-Host and X-Forwarded-Proto where they are missing, and for a protocol upgrade, the
@@ -278,7 +282,7 @@ func (s *server) proxyError(rw http.ResponseWriter, req *http.Request, err error
 		rw.WriteHeader(statusClientClosedRequest) // the client went away: not the server's fault
 		return
 	}
-	if answered(req, err) {
+	if answered(rw, req, err) {
 		errorLog.printf("lane %s: %s: %v", s.lane, s.key, err)
 		writeError(rw, http.StatusBadGateway)
 		return
@@ -286,17 +290,41 @@ func (s *server) proxyError(rw http.ResponseWriter, req *http.Request, err error
 	fail(s)
 	// The proxy's outgoing request has a body exactly when the incoming one has a body and a
 	// length other than 0.
-	if req.Body != nil && req.ContentLength != 0 {
+	if req.Body != nil && req.ContentLength != 0 || !replayable(req, err) {
 		writeError(rw, errorStatus(err))
 		return
 	}
 	rw.Header()[retryMark] = retryValue
 }
 
-// answered reports whether the server had answered the failed request: it switched protocols.
-func answered(req *http.Request, err error) bool {
+// answered reports whether the server had answered the failed request: it passed an interim
+// response (1xx) on to the client, which cleared the response headers and with them retryMark,
+// or it switched protocols.
+func answered(rw http.ResponseWriter, req *http.Request, err error) bool {
+	if rw.Header()[retryMark] == nil {
+		return true
+	}
 	u, _ := req.Context().Value(upgradeKey).(*upgrade)
 	return u != nil && u.answered || errors.Is(err, errUnaskedSwitch)
+}
+
+// replayable reports whether a request without a body that failed with err may be sent again:
+// when it never reached the server (no connection could be opened), or when its method is
+// idempotent (RFC 9110: sending it twice has the effect of sending it once). A POST whose
+// response did not arrive in time may have been carried out: it is answered 502 or 504.
+func replayable(req *http.Request, err error) bool {
+	var opErr *net.OpError
+	return idempotent[req.Method] || errors.As(err, &opErr) && opErr.Op == "dial"
+}
+
+// idempotent holds the idempotent methods of RFC 9110.
+var idempotent = map[string]bool{
+	http.MethodGet:     true,
+	http.MethodHead:    true,
+	http.MethodOptions: true,
+	http.MethodTrace:   true,
+	http.MethodPut:     true,
+	http.MethodDelete:  true,
 }
 
 // errorStatus is the status answered for a failed round trip: 504 for a timeout, else 502.

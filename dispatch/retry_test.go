@@ -1,11 +1,14 @@
 package dispatch_test
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,35 +76,99 @@ func send(h http.Handler, method, laneValue, body string) *httptest.ResponseReco
 }
 
 func TestRetryOnConnectionRefused(t *testing.T) {
-	good := newBackend(t, "good")
-	cfg := healthOff()
-	cfg.Lanes["canary"] = laneConfig(closedURL(t), good.URL, closedURL(t))
-	h := newHandler(t, cfg)
-	for i := 0; i < 12; i++ {
-		rec := send(h, http.MethodGet, "canary", "")
-		if rec.Code != http.StatusOK || rec.Header().Get("X-Backend") != "good" {
-			t.Fatalf("request %d: status %d from %q", i, rec.Code, rec.Header().Get("X-Backend"))
+	// A request that could not be sent goes to the next server, whatever its method.
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		good := newBackend(t, "good")
+		cfg := healthOff()
+		cfg.Lanes["canary"] = laneConfig(closedURL(t), good.URL, closedURL(t))
+		h := newHandler(t, cfg)
+		for i := 0; i < 12; i++ {
+			rec := send(h, method, "canary", "")
+			if rec.Code != http.StatusOK || rec.Header().Get("X-Backend") != "good" {
+				t.Fatalf("%s %d: status %d from %q", method, i, rec.Code, rec.Header().Get("X-Backend"))
+			}
 		}
 	}
 }
 
 func TestRetryOnResponseHeaderTimeout(t *testing.T) {
+	// The slow server received the request: only an idempotent one without a body is sent again.
+	tests := []struct {
+		method, body string
+		want         int
+	}{
+		{method: http.MethodGet, want: http.StatusOK},
+		{method: http.MethodDelete, want: http.StatusOK},
+		{method: http.MethodPost, want: http.StatusGatewayTimeout},
+		{method: http.MethodPatch, want: http.StatusGatewayTimeout},
+		{method: http.MethodPut, body: "payload", want: http.StatusGatewayTimeout},
+	}
+	for _, tt := range tests {
+		good := newBackend(t, "good")
+		slow := slowBackend(t)
+		cfg := healthOff()
+		cfg.Timeouts.ResponseHeader = "200ms"
+		cfg.Lanes["canary"] = laneConfig(slow.URL, good.URL)
+		h := newHandler(t, cfg)
+		rec := send(h, tt.method, "canary", tt.body)
+		if rec.Code != tt.want {
+			t.Fatalf("%s with body %q: status %d from %q, want %d", tt.method, tt.body, rec.Code, rec.Header().Get("X-Backend"), tt.want)
+		}
+	}
+}
+
+func TestNoRetryAfterInterimResponse(t *testing.T) {
+	// The first server passes a 103 Early Hints on to the client, then hangs up: the client has
+	// seen something from it, so the request is not sent to the next server.
+	hints := earlyHintsThenHangUp(t)
 	good := newBackend(t, "good")
-	slow := slowBackend(t)
 	cfg := healthOff()
-	cfg.Timeouts.ResponseHeader = "300ms"
-	cfg.Lanes["canary"] = laneConfig(slow.URL, good.URL)
-	h := newHandler(t, cfg)
-	if rec := send(h, http.MethodGet, "canary", ""); rec.Code != http.StatusOK || rec.Header().Get("X-Backend") != "good" {
-		t.Fatalf("GET: status %d from %q, want 200 from good", rec.Code, rec.Header().Get("X-Backend"))
+	cfg.Lanes["canary"] = laneConfig(hints, good.URL)
+	front := httptest.NewServer(newHandler(t, cfg))
+	t.Cleanup(front.Close)
+
+	interim := 0
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(int, textproto.MIMEHeader) error {
+		interim++
+		return nil
+	}}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, front.URL, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if rec := send(h, http.MethodGet, "canary", ""); rec.Code != http.StatusOK {
-		t.Fatalf("second GET: status %d", rec.Code)
+	req.Header.Set("X-Gray-Lane", "canary")
+	res, err := front.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// A request with a body is not retried: it gets 504 from the slow server.
-	if rec := send(h, http.MethodPost, "canary", "payload"); rec.Code != http.StatusGatewayTimeout {
-		t.Fatalf("POST: status %d, want 504", rec.Code)
+	res.Body.Close()
+	if interim != 1 || res.StatusCode != http.StatusBadGateway || res.Header.Get("X-Backend") != "" {
+		t.Fatalf("%d interim responses, then status %d from %q; want one, then 502 from dispatch", interim, res.StatusCode, res.Header.Get("X-Backend"))
 	}
+}
+
+// earlyHintsThenHangUp starts a server that answers every request with a 103 Early Hints and
+// closes the connection.
+func earlyHintsThenHangUp(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if _, err := http.ReadRequest(bufio.NewReader(conn)); err == nil {
+				_, _ = io.WriteString(conn, "HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n")
+			}
+			conn.Close()
+		}
+	}()
+	return "http://" + ln.Addr().String()
 }
 
 func TestFallbackWhenAllFail(t *testing.T) {
