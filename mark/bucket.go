@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"strconv"
+	"strings"
 )
 
 // bucketCount is the number of percentage buckets: one bucket is a hundredth of a percent.
@@ -27,9 +29,10 @@ func parsePercent(p float64) (uint64, error) {
 	if math.IsNaN(p) || p < 0 || p > 100 {
 		return 0, errors.New("must be between 0 and 100")
 	}
-	hundredths := math.Round(p * 100)
-	if math.Abs(p*100-hundredths) > 1e-6 {
+	// The shortest decimal that reads back as p is what the configuration said.
+	digits := strconv.FormatFloat(p, 'f', -1, 64)
+	if dot := strings.IndexByte(digits, '.'); dot >= 0 && len(digits)-dot-1 > 2 {
 		return 0, errors.New("must have at most two decimals")
 	}
-	return uint64(hundredths), nil
+	return uint64(math.Round(p * 100)), nil
 }

@@ -123,3 +123,19 @@ func TestRaisingPercentOnlyAddsKeys(t *testing.T) {
 		t.Errorf("10 %% holds %d and 50 %% holds %d of %d keys", counts[10], counts[50], keys)
 	}
 }
+
+func TestEveryTwoDecimalPercentIsAccepted(t *testing.T) {
+	// Every percentage with at most two decimals, as YAML or a label gives it (the float64 nearest
+	// to the decimal), is accepted; a step of 0.07 keeps the interpreted run short.
+	for hundredths := 0; hundredths <= 10000; hundredths += 7 {
+		p, err := strconv.ParseFloat(strconv.Itoa(hundredths/100)+"."+strconv.Itoa(100 + hundredths%100)[1:], 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := mark.CreateConfig()
+		cfg.Rules = []mark.Rule{{Name: "p", Lane: "canary", Percent: &p}}
+		if _, err := mark.New(context.Background(), http.NotFoundHandler(), cfg, "t"); err != nil {
+			t.Fatalf("percent %v: %v", p, err)
+		}
+	}
+}

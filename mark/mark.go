@@ -90,7 +90,7 @@ func validateRules(cfg *Config) error {
 		}
 		seen[r.Name] = i
 		if len(r.Users) > 0 && !hasIdentity {
-			return fmt.Errorf("rules[%d].users: no identity source: set identity.header, cookie, query or jwtClaim", i)
+			return fmt.Errorf("rules[%d].users[0]: %q: no identity source: set identity.header, cookie, query or jwtClaim", i, r.Users[0])
 		}
 		if r.Versions != "" && v.Header == "" && v.Query == "" {
 			return fmt.Errorf("rules[%d].versions: %q: no version source: set version.header or version.query", i, r.Versions)

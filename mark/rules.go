@@ -114,6 +114,9 @@ func (r *rule) build(at string, cfg *Rule, fields *fieldTable) error {
 			if cfg.Users[i] == "" {
 				return fmt.Errorf("%s.users[%d]: must not be empty", at, i)
 			}
+			if len(cfg.Users[i]) > maxIDLen {
+				return fmt.Errorf("%s.users[%d]: %q: longer than %d bytes, the longest user ID mark reads", at, i, cfg.Users[i], maxIDLen)
+			}
 			r.users[cfg.Users[i]] = struct{}{}
 		}
 	}
@@ -219,18 +222,18 @@ func checksOf(r *rule, cfg *Rule) []int {
 
 // newPathMatch compiles a PathMatch; errors start with the subfield, as in ".regex: ...".
 func newPathMatch(cfg PathMatch) (pathMatch, error) {
-	set := 0
+	var set []string // the fields set, quoted for the error
 	var m pathMatch
 	if cfg.Prefix != "" {
-		set++
+		set = append(set, fmt.Sprintf("prefix %q", cfg.Prefix))
 		m = pathMatch{kind: pathPrefix, value: cfg.Prefix}
 	}
 	if cfg.Exact != "" {
-		set++
+		set = append(set, fmt.Sprintf("exact %q", cfg.Exact))
 		m = pathMatch{kind: pathExact, value: cfg.Exact}
 	}
 	if len(cfg.Contains) > 0 {
-		set++
+		set = append(set, fmt.Sprintf("contains %q", cfg.Contains))
 		for i := 0; i < len(cfg.Contains); i++ {
 			if cfg.Contains[i] == "" {
 				return m, fmt.Errorf(".contains[%d]: must not be empty", i)
@@ -239,15 +242,15 @@ func newPathMatch(cfg PathMatch) (pathMatch, error) {
 		m = pathMatch{kind: pathContains, list: cfg.Contains}
 	}
 	if cfg.Regex != "" {
-		set++
+		set = append(set, fmt.Sprintf("regex %q", cfg.Regex))
 		re, err := regexp.Compile(cfg.Regex)
 		if err != nil {
 			return m, fmt.Errorf(".regex: %q: %w", cfg.Regex, err)
 		}
 		m = pathMatch{kind: pathRegex, re: re}
 	}
-	if set > 1 {
-		return m, errors.New(": set only one of prefix, exact, contains and regex")
+	if len(set) > 1 {
+		return m, fmt.Errorf(": %s: set only one of prefix, exact, contains and regex", strings.Join(set, ", "))
 	}
 	return m, nil
 }
