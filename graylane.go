@@ -31,7 +31,7 @@ func CreateConfig() *Config {
 
 // New builds the middleware chain the configuration asks for: mark, dispatch, or mark then dispatch.
 func New(ctx context.Context, next http.Handler, config *Config, name string) (http.Handler, error) {
-	if config.Mark == nil && config.Dispatch == nil {
+	if config == nil || config.Mark == nil && config.Dispatch == nil {
 		return nil, errors.New("graylane: configure a mark section, a dispatch section, or both")
 	}
 

@@ -46,6 +46,7 @@ func TestFacadeRoles(t *testing.T) {
 		wantErr string
 	}{
 		{name: "no section", config: &graylane.Config{}, wantErr: "configure a mark section, a dispatch section, or both"},
+		{name: "no configuration", config: nil, wantErr: "configure a mark section, a dispatch section, or both"},
 		{name: "mark only, tester", config: &graylane.Config{Mark: markSection()}, user: "1001", want: "next canary"},
 		{name: "mark only, other user", config: &graylane.Config{Mark: markSection()}, user: "2002", want: "next "},
 		{name: "dispatch only, lane sent", config: &graylane.Config{Dispatch: dispatchSection(canary.URL)}, lane: "canary", want: "canary canary"},
