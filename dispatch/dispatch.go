@@ -405,7 +405,7 @@ func serveLane(l *lane, rw http.ResponseWriter, req *http.Request) {
 	}
 	hdr := req.Header
 	// A product rather than two tests for 0: one value fewer for Yaegi.
-	if len(hdr["X-Forwarded-Host"])*len(hdr["X-Forwarded-Proto"]) == 0 || hdr["Upgrade"] != nil {
+	if len(hdr["X-Forwarded-Host"])*len(hdr["X-Forwarded-Proto"]) == 0 || hdr["Upgrade"] != nil || req.ContentLength != 0 {
 		req = prepare(req)
 	}
 	out := rw.Header()

@@ -26,6 +26,8 @@ func newBackend(t *testing.T, name string) *httptest.Server {
 		h.Set("X-Seen-For", strings.Join(req.Header.Values("X-Forwarded-For"), "|"))
 		h.Set("X-Seen-Proto", strings.Join(req.Header.Values("X-Forwarded-Proto"), "|"))
 		h.Set("X-Seen-Fwd-Host", strings.Join(req.Header.Values("X-Forwarded-Host"), "|"))
+		body, _ := io.ReadAll(req.Body)
+		h.Set("X-Seen-Body", string(body))
 		_, _ = io.WriteString(rw, name)
 	}))
 	t.Cleanup(srv.Close)
@@ -33,8 +35,12 @@ func newBackend(t *testing.T, name string) *httptest.Server {
 }
 
 // nextHandler stands for the router's own service.
-var nextHandler = http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+var nextHandler = http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
 	rw.Header().Set("X-Backend", "next")
+	if req.Body != nil {
+		body, _ := io.ReadAll(req.Body)
+		rw.Header().Set("X-Seen-Body", string(body))
+	}
 	_, _ = io.WriteString(rw, "next")
 })
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -168,17 +169,22 @@ var (
 )
 
 // prepare returns a copy of req for the lane's servers when req needs more than the proxy does:
-// X-Forwarded-Host and X-Forwarded-Proto where they are missing, and for a protocol upgrade, the
-// state that tells proxyError whether the server answered. Behind Traefik the headers are never
-// missing: its entry point sets them (and X-Forwarded-Port, -Server, X-Real-Ip) before any
-// middleware runs, so they go on unchanged. The incoming request is left as it was, for the
-// fallback.
+// X-Forwarded-Host and X-Forwarded-Proto where they are missing; for a protocol upgrade, the
+// state that tells proxyError whether the server answered; for a request with a body, a body
+// that the proxy and the transport cannot close, so that after a failure to connect (when nothing
+// has read it) the request can go to another server (the server that received the request closes
+// the body once the handler returns). Behind Traefik the headers are never missing: its entry
+// point sets them (and X-Forwarded-Port, -Server, X-Real-Ip) before any middleware runs, so they
+// go on unchanged. The incoming request is left as it was, for the fallback.
 func prepare(req *http.Request) *http.Request {
 	ctx := req.Context()
 	if req.Header["Upgrade"] != nil {
 		ctx = context.WithValue(ctx, upgradeKey, &upgrade{})
 	}
 	out := req.WithContext(ctx)
+	if req.Body != nil && req.ContentLength != 0 {
+		out.Body = io.NopCloser(req.Body)
+	}
 	if len(req.Header["X-Forwarded-Host"]) == 0 || len(req.Header["X-Forwarded-Proto"]) == 0 {
 		out.Header = req.Header.Clone()
 		if len(out.Header["X-Forwarded-Host"]) == 0 {
@@ -274,9 +280,9 @@ func unusualResponse(s *server, res *http.Response) error {
 
 // proxyError is the ErrorHandler of s's proxy. ReverseProxy calls it when the request failed
 // before anything was written to the client: the round trip failed (connection refused, timeout,
-// …), or a protocol upgrade the server answered could not be completed. A request without a body
-// is retried by serveLane (on the lane's next available server, then the lane's fallback); any
-// other answers 502 (504 on a timeout), because its body may have been read.
+// …), or a protocol upgrade the server answered could not be completed. A request that may be
+// sent again (see replayable) is retried by serveLane (on the lane's next available server, then
+// the lane's fallback); any other answers 502 (504 on a timeout).
 func (s *server) proxyError(rw http.ResponseWriter, req *http.Request, err error) {
 	if req.Context().Err() != nil {
 		rw.WriteHeader(statusClientClosedRequest) // the client went away: not the server's fault
@@ -288,9 +294,7 @@ func (s *server) proxyError(rw http.ResponseWriter, req *http.Request, err error
 		return
 	}
 	fail(s)
-	// The proxy's outgoing request has a body exactly when the incoming one has a body and a
-	// length other than 0.
-	if req.Body != nil && req.ContentLength != 0 || !replayable(req, err) {
+	if !replayable(req, err) {
 		writeError(rw, errorStatus(err))
 		return
 	}
@@ -308,13 +312,19 @@ func answered(rw http.ResponseWriter, req *http.Request, err error) bool {
 	return u != nil && u.answered || errors.Is(err, errUnaskedSwitch)
 }
 
-// replayable reports whether a request without a body that failed with err may be sent again:
-// when it never reached the server (no connection could be opened), or when its method is
-// idempotent (RFC 9110: sending it twice has the effect of sending it once). A POST whose
-// response did not arrive in time may have been carried out: it is answered 502 or 504.
+// replayable reports whether a request that failed with err may be sent again: when it never
+// reached the server (no connection could be opened, so nothing read its body either; prepare
+// kept the body open), or when it has no body and an idempotent method (RFC 9110: sending it
+// twice has the effect of sending it once). A POST whose response did not arrive in time may
+// have been carried out, and a body that was sent cannot be sent again: they are answered 502 or
+// 504. (The proxy's outgoing request has a body exactly when the incoming one has a body and a
+// length other than 0.)
 func replayable(req *http.Request, err error) bool {
 	var opErr *net.OpError
-	return idempotent[req.Method] || errors.As(err, &opErr) && opErr.Op == "dial"
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		return true
+	}
+	return (req.Body == nil || req.ContentLength == 0) && idempotent[req.Method]
 }
 
 // idempotent holds the idempotent methods of RFC 9110.

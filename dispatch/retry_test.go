@@ -186,8 +186,8 @@ func TestFallbackWhenAllFail(t *testing.T) {
 		{name: "next", fallback: "next", method: "HEAD", wantStatus: 200, wantBackend: "next", wantServed: "canary next"},
 		{name: "other lane", fallback: "blue", method: "GET", wantStatus: 200, wantBackend: "blue", wantServed: "blue " + blue.URL},
 		{name: "none", fallback: "none", method: "GET", wantStatus: 502, wantServed: "canary none"},
-		{name: "body not replayed", fallback: "next", method: "POST", body: "payload", wantStatus: 502},
-		{name: "body not replayed to a lane", fallback: "blue", method: "PUT", body: "payload", wantStatus: 502},
+		{name: "body never sent", fallback: "next", method: "POST", body: "payload", wantStatus: 200, wantBackend: "next", wantServed: "canary next"},
+		{name: "body never sent, to a lane", fallback: "blue", method: "PUT", body: "payload", wantStatus: 200, wantBackend: "blue"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -200,6 +200,9 @@ func TestFallbackWhenAllFail(t *testing.T) {
 			rec := send(newHandler(t, cfg), tc.method, "canary", tc.body)
 			if rec.Code != tc.wantStatus || rec.Header().Get("X-Backend") != tc.wantBackend {
 				t.Fatalf("status %d from %q, want %d from %q", rec.Code, rec.Header().Get("X-Backend"), tc.wantStatus, tc.wantBackend)
+			}
+			if rec.Header().Get("X-Seen-Body") != tc.body {
+				t.Fatalf("the fallback received the body %q, want %q", rec.Header().Get("X-Seen-Body"), tc.body)
 			}
 			if tc.wantServed != "" && rec.Header().Get("X-Served-By") != tc.wantServed {
 				t.Fatalf("served by %q, want %q", rec.Header().Get("X-Served-By"), tc.wantServed)
@@ -230,17 +233,35 @@ func TestFallbackWhenDrained(t *testing.T) {
 	}
 }
 
-func TestBodyIsNotRetried(t *testing.T) {
-	good := newBackend(t, "good")
-	cfg := healthOff()
-	cfg.Lanes["canary"] = laneConfig(closedURL(t), good.URL)
-	h := newHandler(t, cfg)
-	// Round robin sends the first request to the closed server, the second to the good one.
-	if rec := send(h, http.MethodPost, "canary", "payload"); rec.Code != http.StatusBadGateway {
-		t.Fatalf("first POST: status %d, want 502", rec.Code)
+func TestBodyIsRetriedOnlyWhenNeverSent(t *testing.T) {
+	// A request with a body goes to the next server when no connection could be opened to the
+	// first (nothing read the body); once a connection was open, the body may have been sent.
+	tests := []struct {
+		name       string
+		first      func(t *testing.T) string
+		wantStatus int
+	}{
+		{name: "connection refused", first: closedURL, wantStatus: http.StatusOK},
+		{name: "connection closed by the server", first: func(t *testing.T) string { return newHangUpServer(t).url }, wantStatus: http.StatusBadGateway},
 	}
-	if rec := send(h, http.MethodPost, "canary", "payload"); rec.Code != http.StatusOK || rec.Header().Get("X-Backend") != "good" {
-		t.Fatalf("second POST: status %d from %q", rec.Code, rec.Header().Get("X-Backend"))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			good := newBackend(t, "good")
+			cfg := healthOff()
+			cfg.Lanes["canary"] = laneConfig(tt.first(t), good.URL)
+			h := newHandler(t, cfg)
+			// Round robin sends the first request to the failing server, the second to the good one.
+			rec := send(h, http.MethodPost, "canary", "payload")
+			if rec.Code != tt.wantStatus {
+				t.Fatalf("first POST: status %d, want %d", rec.Code, tt.wantStatus)
+			}
+			if rec.Code == http.StatusOK && rec.Header().Get("X-Seen-Body") != "payload" {
+				t.Fatalf("first POST: the next server received the body %q", rec.Header().Get("X-Seen-Body"))
+			}
+			if rec := send(h, http.MethodPost, "canary", "payload"); rec.Code != http.StatusOK || rec.Header().Get("X-Seen-Body") != "payload" {
+				t.Fatalf("second POST: status %d from %q with body %q", rec.Code, rec.Header().Get("X-Backend"), rec.Header().Get("X-Seen-Body"))
+			}
+		})
 	}
 }
 

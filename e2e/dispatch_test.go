@@ -13,7 +13,9 @@ import (
 )
 
 // dispatchConfig: router app → service stable through dispatch alone (the lane header comes from
-// the client, as behind an edge that marked it); lane canary has two servers weighted 3:1.
+// the client, as behind an edge that marked it); lane canary has two servers weighted 3:1; lane
+// refused has a server that refuses connections (passive health off, so it is tried every other
+// request) and c2.
 func dispatchConfig(stable, c1, c2 *harness.Backend) string {
 	return strings.NewReplacer("STABLE", stable.URL, "C1", c1.URL, "C2", c2.URL).Replace(`
 http:
@@ -36,6 +38,11 @@ http:
               servers:
                 - {url: "C1", weight: 3}
                 - {url: "C2", weight: 1}
+            refused:
+              servers:
+                - {url: "http://127.0.0.1:1"}
+                - {url: "C2"}
+          health: {maxFails: 0}
 `)
 }
 
@@ -78,6 +85,16 @@ func TestDispatchInTraefik(t *testing.T) {
 		}
 		if grown := peakRSS(t, tr.PID()) - before; grown > 25<<20 {
 			t.Fatalf("Traefik's peak memory grew by %d MiB for a 50 MiB upload", grown>>20)
+		}
+	})
+
+	t.Run("a body goes to the next server when the first refuses the connection", func(t *testing.T) {
+		body := []byte(strings.Repeat("b", 64<<10))
+		for i := 0; i < 20; i++ {
+			r := harness.Do(t, "POST", tr.URL+"/upload", map[string]string{"X-Gray-Lane": "refused"}, body)
+			if r.Status != http.StatusOK || r.Backend() != "c2" || r.JSON["bytes"] != float64(len(body)) {
+				t.Fatalf("POST %d: %d from %q: %s", i, r.Status, r.Backend(), r.Body)
+			}
 		}
 	})
 

@@ -18,6 +18,7 @@ const (
 	// latencySlack is what a request may take beyond the timeout it waits out: Traefik,
 	// two plugins and the retry on a loaded 2-core machine.
 	latencySlack = 1500 * time.Millisecond
+	uploadSize   = 64 << 10 // bytes of the body of each POST in the killed scenario
 )
 
 // faultServers are the servers of TestFaults.
@@ -127,6 +128,22 @@ func TestFaults(t *testing.T) {
 		res.fail("%s %s: answered by %q, want one of %v", host, path, reply.Backend(), want)
 	}
 
+	// post sends a POST with a body of uploadSize bytes in lane to the host's router and tallies
+	// the answer: a 200 from the wanted backend that received the whole body succeeds.
+	post := func(res *tally, host, lane, want string) {
+		reply, took, err := send(c, request{method: http.MethodPost, url: tr.URL + "/upload", host: host, header: http.Header{laneHeader: {lane}}, body: strings.Repeat("b", uploadSize)})
+		switch {
+		case err != nil:
+			res.fail("POST %s: %v (after %s)", host, err, took)
+		case reply.Status != http.StatusOK || reply.Backend() != want:
+			res.fail("POST %s: status %d from %q after %s: %.200s", host, reply.Status, reply.Backend(), took, reply.Body)
+		case reply.JSON["bytes"] != float64(uploadSize):
+			res.fail("POST %s: %v bytes arrived, want %d", host, reply.JSON["bytes"], uploadSize)
+		default:
+			res.ok("POST "+want, took)
+		}
+	}
+
 	t.Run("killed", func(t *testing.T) {
 		before, after := newTally(), newTally()
 		stop := backgroundLoad(workers, 100_000, time.Minute, 2*time.Millisecond, func(int) {
@@ -135,8 +152,14 @@ func TestFaults(t *testing.T) {
 		time.Sleep(phase)
 		s.kill1.Kill() // SIGKILL while requests are in flight
 		killed := stop()
-		stop = backgroundLoad(workers, 100_000, time.Minute, 2*time.Millisecond, func(int) {
-			get(after, "kill.test", "/", "canary", "kill2")
+		// After the kill, every other request is a POST with a body: connecting to kill1 is
+		// refused, nothing read the body, so it goes to kill2 as well.
+		stop = backgroundLoad(workers, 100_000, time.Minute, 2*time.Millisecond, func(i int) {
+			if i%2 == 0 {
+				get(after, "kill.test", "/", "canary", "kill2")
+			} else {
+				post(after, "kill.test", "canary", "kill2")
+			}
 		})
 		time.Sleep(phase)
 		stop()
@@ -151,7 +174,7 @@ func TestFaults(t *testing.T) {
 		t.Logf("after the kill: %s", after)
 		t.Logf("with kill1's port listening again during its cooldown: %s; connections to kill1's port: %d", down, probe.accepted())
 		before.requireNoFailures(t, "GETs around the kill")
-		after.requireNoFailures(t, "GETs after the kill")
+		after.requireNoFailures(t, "GETs and POSTs after the kill")
 		down.requireNoFailures(t, "GETs during the cooldown")
 		if probe.accepted() != 0 {
 			t.Errorf("dispatch connected %d times to kill1 during its cooldown: passive health did not mark it down", probe.accepted())
@@ -159,7 +182,7 @@ func TestFaults(t *testing.T) {
 		if before.count("kill1") == 0 || before.count("kill2") == 0 {
 			t.Errorf("both servers should have answered before the kill: %s", before)
 		}
-		if after.total < 50 {
+		if after.total < 50 || after.count("POST kill2") == 0 {
 			t.Errorf("too few requests after the kill: %s", after)
 		}
 	})

@@ -59,6 +59,7 @@ type request struct {
 	url    string
 	host   string
 	header http.Header
+	body   string // sent when not empty
 }
 
 // send sends r and reads the whole answer.
@@ -67,7 +68,11 @@ func send(c *http.Client, r request) (*harness.Reply, time.Duration, error) {
 	if method == "" {
 		method = http.MethodGet
 	}
-	req, err := http.NewRequest(method, r.url, nil)
+	var body io.Reader
+	if r.body != "" {
+		body = strings.NewReader(r.body)
+	}
+	req, err := http.NewRequest(method, r.url, body)
 	if err != nil {
 		return nil, 0, err
 	}
