@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -169,21 +170,25 @@ var (
 )
 
 // prepare returns a copy of req for the lane's servers when req needs more than the proxy does:
-// X-Forwarded-Host and X-Forwarded-Proto where they are missing; for a protocol upgrade, the
-// state that tells proxyError whether the server answered; for a request with a body, a body
-// that the proxy and the transport cannot close, so that after a failure to connect (when nothing
-// has read it) the request can go to another server (the server that received the request closes
-// the body once the handler returns). Behind Traefik the headers are never missing: its entry
-// point sets them (and X-Forwarded-Port, -Server, X-Real-Ip) before any middleware runs, so they
-// go on unchanged. The incoming request is left as it was, for the fallback.
+// X-Forwarded-Host and X-Forwarded-Proto where they are missing; for a protocol upgrade or a
+// request with a body, the state that proxyError reads (see requestState); for a request with a
+// body, a body that the proxy and the transport cannot close, so that after a failure to connect
+// (when nothing has read it) the request can go to another server (the server that received the
+// request closes the body once the handler returns). Behind Traefik the headers are never
+// missing: its entry point sets them (and X-Forwarded-Port, -Server, X-Real-Ip) before any
+// middleware runs, so they go on unchanged. The incoming request is left as it was, for the
+// fallback.
 func prepare(req *http.Request) *http.Request {
 	ctx := req.Context()
-	if req.Header["Upgrade"] != nil {
-		ctx = context.WithValue(ctx, upgradeKey, &upgrade{})
+	var state *requestState
+	if req.Header["Upgrade"] != nil || req.Body != nil && req.ContentLength != 0 {
+		state = &requestState{badUpgrade: badUpgrade(req)}
+		ctx = context.WithValue(ctx, stateKey, state)
 	}
 	out := req.WithContext(ctx)
 	if req.Body != nil && req.ContentLength != 0 {
-		out.Body = io.NopCloser(req.Body)
+		state.body = http.MaxBytesReader(nil, req.Body, math.MaxInt64)
+		out.Body = io.NopCloser(state.body)
 	}
 	if len(req.Header["X-Forwarded-Host"]) == 0 || len(req.Header["X-Forwarded-Proto"]) == 0 {
 		out.Header = req.Header.Clone()
@@ -212,16 +217,19 @@ func forwardedProto(req *http.Request) string {
 	return "http"
 }
 
-// upgrade is the state of a request that asks for a protocol upgrade, carried in its context.
-type upgrade struct {
-	answered bool // the server switched protocols: a failure now is not retried
+// requestState is the state of a request that asks for a protocol upgrade or has a body,
+// carried in its context.
+type requestState struct {
+	answered   bool      // the server switched protocols: a failure now is not retried
+	badUpgrade bool      // the protocol asked for is one ReverseProxy refuses (see badUpgrade)
+	body       io.Reader // the body sent, for a request with one (see clientFault)
 }
 
-// contextKey is the type of the request context key of the upgrade state.
+// contextKey is the type of the request context key of the request state.
 type contextKey struct{ name string }
 
-// upgradeKey is the request context key of the upgrade state.
-var upgradeKey = &contextKey{name: "graylane-dispatch upgrade"}
+// stateKey is the request context key of the request state.
+var stateKey = &contextKey{name: "graylane-dispatch request"}
 
 // errUnaskedSwitch refuses a 101 answer to a request that did not ask for an upgrade.
 var errUnaskedSwitch = errors.New("server switched protocols without being asked to")
@@ -270,7 +278,7 @@ func unusualResponse(s *server, res *http.Response) error {
 		fail(s)
 		return nil
 	}
-	u, _ := res.Request.Context().Value(upgradeKey).(*upgrade)
+	u, _ := res.Request.Context().Value(stateKey).(*requestState)
 	if u == nil {
 		return errUnaskedSwitch
 	}
@@ -288,6 +296,10 @@ func (s *server) proxyError(rw http.ResponseWriter, req *http.Request, err error
 		rw.WriteHeader(statusClientClosedRequest) // the client went away: not the server's fault
 		return
 	}
+	if clientFault(req) {
+		writeError(rw, http.StatusBadRequest) // not the server's fault
+		return
+	}
 	if answered(rw, req, err) {
 		errorLog.printf("lane %s: %s: %v", s.lane, s.key, err)
 		writeError(rw, http.StatusBadGateway)
@@ -301,6 +313,26 @@ func (s *server) proxyError(rw http.ResponseWriter, req *http.Request, err error
 	rw.Header()[retryMark] = retryValue
 }
 
+// clientFault reports whether the round trip failed through the client's fault: its body could
+// not be read (a malformed chunked encoding, the limit of a middleware before dispatch), or it
+// asked for an upgrade that ReverseProxy refuses. The body prepare gave the request is a
+// MaxBytesReader without a limit: it answers a read of nothing with the error it met, without
+// reading more.
+func clientFault(req *http.Request) bool {
+	state, _ := req.Context().Value(stateKey).(*requestState)
+	if state == nil {
+		return false
+	}
+	if state.badUpgrade {
+		return true
+	}
+	if state.body == nil {
+		return false
+	}
+	_, err := state.body.Read(nil)
+	return err != nil && err != io.EOF
+}
+
 // answered reports whether the server had answered the failed request: it passed an interim
 // response (1xx) on to the client, which cleared the response headers and with them retryMark,
 // or it switched protocols.
@@ -308,7 +340,7 @@ func answered(rw http.ResponseWriter, req *http.Request, err error) bool {
 	if rw.Header()[retryMark] == nil {
 		return true
 	}
-	u, _ := req.Context().Value(upgradeKey).(*upgrade)
+	u, _ := req.Context().Value(stateKey).(*requestState)
 	return u != nil && u.answered || errors.Is(err, errUnaskedSwitch)
 }
 
@@ -350,8 +382,8 @@ func writeError(rw http.ResponseWriter, status int) {
 	http.Error(rw, http.StatusText(status), status)
 }
 
-// errorLog writes the rare errors of proxyError to standard error, which Traefik shows at error
-// level. (ReverseProxy's own messages, such as a response that broke off after its headers were
+// errorLog writes the rare errors of proxyError with the log package, which Traefik's plugin
+// loader shows at error level, naming the plugin. (ReverseProxy's own messages, such as a response that broke off after its headers were
 // sent, go to Go's standard logger: Yaegi cannot hand it a *log.Logger.)
 var errorLog = &rareLogger{}
 
@@ -380,5 +412,5 @@ func (l *rareLogger) printf(format string, args ...interface{}) {
 		msg = fmt.Sprintf("%s (and %d similar errors not logged)", msg, l.dropped)
 		l.dropped = 0
 	}
-	fmt.Fprintln(os.Stderr, "graylane-dispatch: "+msg)
+	log.Print("graylane-dispatch: " + msg)
 }

@@ -505,3 +505,54 @@ func TestPassHostHeaderOffOnRetryAndFallback(t *testing.T) {
 		})
 	}
 }
+
+func TestClientFaultsAreNotTheServers(t *testing.T) {
+	// A broken request answers 400 and does not count against the server: with maxFails 1, a
+	// request that counted would take the lane's only server down (its fallback none: 502).
+	tests := []struct {
+		name, raw string
+	}{
+		{name: "malformed chunked body", raw: "POST / HTTP/1.1\r\nHost: front.example\r\nX-Gray-Lane: canary\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"},
+		{name: "upgrade to a protocol name that is not ASCII", raw: "GET / HTTP/1.1\r\nHost: front.example\r\nX-Gray-Lane: canary\r\nConnection: keep-alive, Upgrade\r\nUpgrade: caf\xc3\xa9\r\n\r\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			good := newBackend(t, "good")
+			cfg := dispatch.CreateConfig()
+			cfg.Health = dispatch.Health{MaxFails: intp(1), Window: "10s", Cooldown: "10s"}
+			cfg.Lanes["canary"] = dispatch.Lane{Servers: []dispatch.Server{{URL: good.URL}}, Fallback: "none"}
+			h := newHandler(t, cfg)
+			front := httptest.NewServer(h)
+			t.Cleanup(front.Close)
+			if status := rawStatus(t, front.URL, tt.raw); status != http.StatusBadRequest {
+				t.Fatalf("broken request: status %d, want 400", status)
+			}
+			if rec := send(h, http.MethodGet, "canary", ""); rec.Code != http.StatusOK || rec.Header().Get("X-Backend") != "good" {
+				t.Fatalf("next request: status %d from %q, want 200 from good", rec.Code, rec.Header().Get("X-Backend"))
+			}
+		})
+	}
+}
+
+// rawStatus sends raw to the server at url over a new connection and returns the status of the
+// answer.
+func rawStatus(t *testing.T, url, raw string) int {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
+}
