@@ -43,6 +43,8 @@ func TestKubernetesCRD(t *testing.T) {
 	if os.Getenv("GRAYLANE_SKIP_K8S") == "1" {
 		t.Skip("GRAYLANE_SKIP_K8S=1: skipping the Kubernetes test (it runs etcd and kube-apiserver, built once by scripts/build-kube.sh)")
 	}
+	harness.TraefikBinary(t) // skips with GRAYLANE_SKIP_TRAEFIK before the cluster starts
+
 	start := time.Now()
 	cluster := kube.Start(t)
 	t.Logf("etcd + kube-apiserver ready in %v (kubeconfig: %s)", time.Since(start).Round(time.Millisecond), cluster.Kubeconfig)

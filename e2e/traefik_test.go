@@ -94,9 +94,6 @@ const badMiddlewareYAML = `    gray-bad:
 // TestTraefik runs the pinned Traefik release as a process, with the plugins as local plugins
 // and three backend processes, and checks lanes, hot reload under load and bad configuration.
 func TestTraefik(t *testing.T) {
-	if os.Getenv("GRAYLANE_SKIP_TRAEFIK") == "1" {
-		t.Skip("GRAYLANE_SKIP_TRAEFIK=1: skipping the tests that run a real Traefik")
-	}
 	// Registered first, so it runs after every other Cleanup (which stop the processes).
 	t.Cleanup(func() {
 		if left := harness.LeftoverProcesses(); len(left) > 0 {

@@ -70,8 +70,13 @@ var (
 
 // TraefikBinary returns the Traefik binary to test against (see FindTraefik) and fails the
 // test when there is none. A first build takes 12-20 minutes: run such a `go test` with -timeout 40m.
+// It skips the test when $GRAYLANE_SKIP_TRAEFIK is set: every test that runs a real Traefik
+// goes through it (StartTraefik calls it first), so that switch needs no check of its own.
 func TraefikBinary(tb testing.TB) string {
 	tb.Helper()
+	if os.Getenv("GRAYLANE_SKIP_TRAEFIK") != "" {
+		tb.Skip("GRAYLANE_SKIP_TRAEFIK is set")
+	}
 	bin, err := FindTraefik()
 	if err != nil {
 		tb.Fatalf("harness: Traefik binary: %v", err)
@@ -201,6 +206,7 @@ func mergeMaps(dst, src map[string]any) {
 
 // StartTraefik starts Traefik in a fresh work directory on free ports (see Launch) and
 // registers a Cleanup that stops it and, when the test failed, logs the tail of Traefik's log.
+// Like TraefikBinary, it skips the test when $GRAYLANE_SKIP_TRAEFIK is set.
 func StartTraefik(tb testing.TB, opts TraefikOptions) *Traefik {
 	tb.Helper()
 	bin := TraefikBinary(tb)
