@@ -1,20 +1,36 @@
 package e2e_test
 
 import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mitchellh/mapstructure"
 	"github.com/traefik/paerser/file"
 	"github.com/traefik/traefik/v3/pkg/config/dynamic"
 	"github.com/traefik/traefik/v3/pkg/config/label"
+	traefikscheme "github.com/traefik/traefik/v3/pkg/provider/kubernetes/crd/generated/clientset/versioned/scheme"
+	traefikv1alpha1 "github.com/traefik/traefik/v3/pkg/provider/kubernetes/crd/traefikio/v1alpha1"
 	"gopkg.in/yaml.v3"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
+	"github.com/graylane/graylane"
 	"github.com/graylane/graylane/dispatch"
 	"github.com/graylane/graylane/e2e/harness"
 	"github.com/graylane/graylane/mark"
@@ -250,69 +266,322 @@ func TestReadmeStaticConfig(t *testing.T) {
 	}
 }
 
-// TestReadmeSyntaxes decodes the README's one configuration written as YAML, TOML, labels and
-// Kubernetes Middleware resources with Traefik's decoders, and checks all four agree.
-func TestReadmeSyntaxes(t *testing.T) {
-	blocks := readmeBlocks(t, "syntax")
-	type plugins struct {
-		mark     *mark.Config
-		dispatch *dispatch.Config
-	}
-	fromDynamic := func(conf *dynamic.Configuration) plugins {
-		p := plugins{mark: mark.CreateConfig(), dispatch: dispatch.CreateConfig()}
-		decodeLikeTraefik(t, pluginConf(t, conf, "gray-mark", "graylane-mark"), p.mark)
-		decodeLikeTraefik(t, pluginConf(t, conf, "gray-dispatch", "graylane-dispatch"), p.dispatch)
-		return p
-	}
-	got := map[string]plugins{}
-	for _, syntax := range []string{"yaml", "toml"} {
-		conf := newDynamic()
-		if err := file.DecodeContent(blocks[syntax], "."+syntax, conf); err != nil {
-			t.Fatalf("%s: %v", syntax, err)
-		}
-		got[syntax] = fromDynamic(conf)
-	}
+// readmeSyntaxNames are the blocks of the README's "same configuration in every syntax"
+// section, marked `<!-- syntax: NAME -->`: one configuration written in the four syntaxes
+// Traefik reads plugin configuration from. The first, yaml, is the one the others must match.
+var readmeSyntaxNames = []string{"yaml", "toml", "labels", "crd"}
 
-	labels := map[string]string{}
-	for _, line := range strings.Split(blocks["labels"], "\n") {
-		line = strings.TrimSpace(line)
-		if !strings.HasPrefix(line, `- "`) {
+// readmeSecrets are the Secrets of the namespace the README's Middleware resources are applied
+// in, by name then key. Traefik's kubernetesCRD provider replaces a plugin option written
+// urn:k8s:secret:<secret>:<key> with that key's value before the plugin decodes it
+// (createPluginMiddleware → loadSecretKeys); readmeCRDConfiguration does the same with these.
+// The crd block's comment says its salt may come from a Secret: this one holds the salt the
+// other blocks write in clear, so either spelling gives the same configuration.
+var readmeSecrets = map[string]map[string]string{
+	"graylane-salt": {"checkout": "checkout-v2"},
+}
+
+// pluginBuilder builds a plugin middleware from the raw configuration Traefik hands the
+// plugin, and returns the decoded Config.
+type pluginBuilder func(raw map[string]any, middleware string) (config any, err error)
+
+// buildLikeTraefik is the pluginBuilder of a plugin with these CreateConfig and New: it
+// decodes raw as Traefik's Yaegi middleware builder does (pkg/plugins/middlewareyaegi.go,
+// createConfig: onto the result of CreateConfig, left as is when raw is empty, with
+// mapstructure, weakly typed, comma strings into slices), then calls New, which must succeed.
+// It also fails on a key the Config has no field for: Traefik ignores it silently, so a
+// misspelt key in every block would otherwise pass.
+func buildLikeTraefik[C any](createConfig func() *C, newMiddleware func(context.Context, http.Handler, *C, string) (http.Handler, error)) pluginBuilder {
+	return func(raw map[string]any, middleware string) (any, error) {
+		config := createConfig()
+		if len(raw) > 0 {
+			var meta mapstructure.Metadata
+			dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+				DecodeHook:       mapstructure.StringToSliceHookFunc(","),
+				WeaklyTypedInput: true,
+				Result:           config,
+				Metadata:         &meta,
+			})
+			if err != nil {
+				return nil, err
+			}
+			if err := dec.Decode(raw); err != nil {
+				return nil, fmt.Errorf("failed to decode configuration: %w", err)
+			}
+			if len(meta.Unused) > 0 {
+				sort.Strings(meta.Unused)
+				return nil, fmt.Errorf("unknown keys, which Traefik would ignore: %s", strings.Join(meta.Unused, ", "))
+			}
+		}
+		if _, err := newMiddleware(context.Background(), http.NotFoundHandler(), config, middleware); err != nil {
+			return nil, fmt.Errorf("New: %w", err)
+		}
+		return config, nil
+	}
+}
+
+// readmePlugins are the plugins the README's examples use, by their name in Traefik's static
+// configuration (the tests' localPlugins aliases).
+var readmePlugins = map[string]pluginBuilder{
+	"graylane-mark":     buildLikeTraefik(mark.CreateConfig, mark.New),
+	"graylane-dispatch": buildLikeTraefik(dispatch.CreateConfig, dispatch.New),
+	"graylane":          buildLikeTraefik(graylane.CreateConfig, graylane.New),
+}
+
+// readmeDynamic decodes one syntax block into Traefik's dynamic configuration the way the
+// provider that reads that syntax does.
+func readmeDynamic(syntax, block string, secrets map[string]map[string]string) (*dynamic.Configuration, error) {
+	switch syntax {
+	case "yaml", "toml":
+		// The file provider (pkg/provider/file: loadFileConfig).
+		conf := newDynamic()
+		if err := file.DecodeContent(block, "."+syntax, conf); err != nil {
+			return nil, err
+		}
+		return conf, nil
+	case "labels":
+		// The Docker, Swarm, … providers (label.DecodeConfiguration) get the labels as a map.
+		labels := map[string]string{}
+		for _, line := range strings.Split(block, "\n") {
+			line = strings.TrimSpace(line)
+			if !strings.HasPrefix(line, `- "`) {
+				continue
+			}
+			k, v, ok := strings.Cut(strings.Trim(strings.TrimPrefix(line, "- "), `"`), "=")
+			if !ok {
+				return nil, fmt.Errorf("label %s: no =", line)
+			}
+			labels[k] = v
+		}
+		return label.DecodeConfiguration(labels)
+	case "crd":
+		return readmeCRDConfiguration(block, secrets)
+	}
+	return nil, fmt.Errorf("no decoder for the syntax %q", syntax)
+}
+
+// readmeCRDConfiguration decodes Kubernetes Middleware resources the way they reach Traefik's
+// kubernetesCRD provider: each YAML document (split as kubectl does) is decoded, strictly as
+// kubectl apply's default field validation would, with the scheme of Traefik's generated
+// clientset, and must be a traefik.io/v1alpha1 Middleware. Its spec.plugin then goes through
+// createPluginMiddleware's steps (pkg/provider/kubernetes/crd/kubernetes.go): marshalled to
+// JSON and unmarshalled into dynamic.PluginConf maps, so numbers are float64, and
+// urn:k8s:secret:<secret>:<key> strings are replaced from secrets (loadSecretKeys). The
+// middleware keeps its metadata.name (Traefik prefixes the namespace).
+func readmeCRDConfiguration(content string, secrets map[string]map[string]string) (*dynamic.Configuration, error) {
+	deserializer := serializer.NewCodecFactory(traefikscheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
+	conf := newDynamic()
+	docs := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(content)))
+	for {
+		doc, err := docs.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if strings.TrimSpace(string(doc)) == "" {
 			continue
 		}
-		kv := strings.SplitN(strings.Trim(strings.TrimPrefix(line, "- "), `"`), "=", 2)
-		labels[kv[0]] = kv[1]
+		// The kind first: a strict decoding error comes with the decoded object and its kind.
+		obj, gvk, err := deserializer.Decode(doc, nil, nil)
+		if want := traefikv1alpha1.SchemeGroupVersion.WithKind("Middleware"); gvk != nil && *gvk != want {
+			return nil, fmt.Errorf("%s, want %s", gvk, want)
+		}
+		if err != nil {
+			return nil, err
+		}
+		middleware, ok := obj.(*traefikv1alpha1.Middleware)
+		if !ok {
+			return nil, fmt.Errorf("decoded a %T, want a Middleware", obj)
+		}
+		if middleware.Name == "" {
+			return nil, errors.New("a Middleware has no metadata.name")
+		}
+		if middleware.Spec.Plugin == nil {
+			return nil, fmt.Errorf("middleware %s: no spec.plugin", middleware.Name)
+		}
+		data, err := json.Marshal(middleware.Spec.Plugin)
+		if err != nil {
+			return nil, err
+		}
+		plugins := map[string]dynamic.PluginConf{}
+		if err := json.Unmarshal(data, &plugins); err != nil {
+			return nil, err
+		}
+		for _, pc := range plugins {
+			for key := range pc {
+				if pc[key], err = resolveSecrets(pc[key], secrets); err != nil {
+					return nil, fmt.Errorf("middleware %s: %w", middleware.Name, err)
+				}
+			}
+		}
+		conf.HTTP.Middlewares[middleware.Name] = &dynamic.Middleware{Plugin: plugins}
 	}
-	conf, err := label.DecodeConfiguration(labels)
+	return conf, nil
+}
+
+// resolveSecrets replaces the urn:k8s:secret:<secret>:<key> strings of a plugin option with the
+// key's value in secrets, as Traefik's loadSecretKeys does with the namespace's Secrets.
+func resolveSecrets(v any, secrets map[string]map[string]string) (any, error) {
+	var err error
+	switch v := v.(type) {
+	case string:
+		if !strings.HasPrefix(v, "urn:k8s:secret:") {
+			return v, nil
+		}
+		parts := strings.Split(v, ":")
+		if len(parts) != 5 {
+			return nil, fmt.Errorf("malformed secret URN %q", v)
+		}
+		secret, ok := secrets[parts[3]]
+		if !ok {
+			return nil, fmt.Errorf("secret %s is not found", parts[3])
+		}
+		value, ok := secret[parts[4]]
+		if !ok {
+			return nil, fmt.Errorf("key %q not found in secret %s", parts[4], parts[3])
+		}
+		return value, nil
+	case []any:
+		for i := range v {
+			if v[i], err = resolveSecrets(v[i], secrets); err != nil {
+				return nil, err
+			}
+		}
+	case map[string]any:
+		for k := range v {
+			if v[k], err = resolveSecrets(v[k], secrets); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return v, nil
+}
+
+// readmePluginConfigs builds every middleware of conf as Traefik's middleware builder does (one
+// plugin per middleware: pkg/server/middleware/plugins.go, findPluginConfig) and returns the
+// decoded Configs by "middleware/plugin".
+func readmePluginConfigs(conf *dynamic.Configuration) (map[string]any, error) {
+	if conf.HTTP == nil || len(conf.HTTP.Middlewares) == 0 {
+		return nil, errors.New("no middlewares")
+	}
+	configs := map[string]any{}
+	for name, m := range conf.HTTP.Middlewares {
+		if len(m.Plugin) != 1 {
+			return nil, fmt.Errorf("middleware %s: %d plugins, want 1", name, len(m.Plugin))
+		}
+		for alias, raw := range m.Plugin {
+			build, ok := readmePlugins[alias]
+			if !ok {
+				return nil, fmt.Errorf("middleware %s: unknown plugin %q", name, alias)
+			}
+			config, err := build(raw, name)
+			if err != nil {
+				return nil, fmt.Errorf("middleware %s, plugin %s: %w", name, alias, err)
+			}
+			configs[name+"/"+alias] = config
+		}
+	}
+	return configs, nil
+}
+
+// readmeSyntaxes decodes each syntax block as Traefik would (readmeDynamic), builds its plugin
+// middlewares with their New (readmePluginConfigs), and checks every syntax gives the YAML
+// block's middlewares and Configs. It returns the YAML block's Configs.
+func readmeSyntaxes(blocks map[string]string, secrets map[string]map[string]string) (map[string]any, error) {
+	for syntax := range blocks {
+		if !slices.Contains(readmeSyntaxNames, syntax) {
+			return nil, fmt.Errorf("README.md has a <!-- syntax: %s --> block the test does not decode", syntax)
+		}
+	}
+	got := map[string]map[string]any{}
+	for _, syntax := range readmeSyntaxNames {
+		block, ok := blocks[syntax]
+		if !ok {
+			return nil, fmt.Errorf("README.md has no <!-- syntax: %s --> block", syntax)
+		}
+		conf, err := readmeDynamic(syntax, block, secrets)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", syntax, err)
+		}
+		if got[syntax], err = readmePluginConfigs(conf); err != nil {
+			return nil, fmt.Errorf("%s: %w", syntax, err)
+		}
+	}
+	var errs []error
+	want := got["yaml"]
+	for _, syntax := range readmeSyntaxNames[1:] {
+		keys := slices.Sorted(maps.Keys(want))
+		for key := range got[syntax] {
+			if _, ok := want[key]; !ok {
+				keys = append(keys, key)
+			}
+		}
+		for _, key := range keys {
+			if !reflect.DeepEqual(got[syntax][key], want[key]) {
+				errs = append(errs, fmt.Errorf("%s %s differs from yaml\n got %+v\nyaml %+v", syntax, key, got[syntax][key], want[key]))
+			}
+		}
+	}
+	return want, errors.Join(errs...)
+}
+
+// TestReadmeSyntaxes decodes the README's one configuration written as YAML, TOML, labels and
+// Kubernetes Middleware resources as Traefik's providers and plugin builder do, builds every
+// middleware with its plugin's New, and checks all four give the same Configs.
+func TestReadmeSyntaxes(t *testing.T) {
+	got, err := readmeSyntaxes(readmeBlocks(t, "syntax"), readmeSecrets)
 	if err != nil {
-		t.Fatalf("labels: %v", err)
+		t.Fatal(err)
 	}
-	got["labels"] = fromDynamic(conf)
+	m, ok := got["gray-mark/graylane-mark"].(*mark.Config)
+	if !ok {
+		t.Fatalf("no gray-mark middleware with the graylane-mark plugin: %v", got)
+	}
+	if n := len(m.Rules); n != 2 || m.Rules[1].Percent == nil || *m.Rules[1].Percent != 10 {
+		t.Errorf("yaml: rules decoded as %+v", m.Rules)
+	}
+	if _, ok := got["gray-dispatch/graylane-dispatch"].(*dispatch.Config); !ok {
+		t.Fatalf("no gray-dispatch middleware with the graylane-dispatch plugin: %v", got)
+	}
+}
 
-	crd := newDynamic()
-	for _, doc := range strings.Split(blocks["crd"], "\n---\n") {
-		var m struct {
-			Metadata struct{ Name string }
-			Spec     struct{ Plugin map[string]map[string]any }
-		}
-		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
-			t.Fatalf("crd: %v", err)
-		}
-		crd.HTTP.Middlewares[m.Metadata.Name] = &dynamic.Middleware{Plugin: map[string]dynamic.PluginConf{}}
-		for alias, raw := range m.Spec.Plugin {
-			crd.HTTP.Middlewares[m.Metadata.Name].Plugin[alias] = raw
-		}
+// TestReadmeSyntaxesBroken checks that TestReadmeSyntaxes notices a mistake in one block: each
+// case edits a copy of one README block (the first occurrence of old becomes new) and expects
+// readmeSyntaxes to fail with wantErr, or to succeed when wantErr is empty.
+func TestReadmeSyntaxesBroken(t *testing.T) {
+	blocks := readmeBlocks(t, "syntax")
+	cases := []struct {
+		name, syntax, old, new, wantErr string
+	}{
+		{"Traefik v2 API group", "crd", "apiVersion: traefik.io/v1alpha1", "apiVersion: traefik.containo.us/v1alpha1", `no kind "Middleware" is registered for version "traefik.containo.us/v1alpha1"`},
+		{"not a Middleware", "crd", "kind: Middleware", "kind: MiddlewareTCP", "want traefik.io/v1alpha1, Kind=Middleware"},
+		{"misspelt spec field", "crd", "  plugin:", "  plugins:", `unknown field "spec.plugins"`},
+		{"misspelt plugin option", "crd", "users:", "user:", "unknown keys, which Traefik would ignore: Rules[0].user"},
+		{"value of the wrong type", "crd", "weight: 3", "weight: three", "failed to decode configuration"},
+		{"value New rejects", "crd", "lane: canary", `lane: "Canary!"`, "New: rules[0].lane"},
+		{"salt from a Secret", "crd", "salt: checkout-v2", "salt: urn:k8s:secret:graylane-salt:checkout", ""},
+		{"missing Secret key", "crd", "salt: checkout-v2", "salt: urn:k8s:secret:graylane-salt:other", `key "other" not found in secret graylane-salt`},
+		{"different value", "toml", "percent = 10", "percent = 20", "toml gray-mark/graylane-mark differs from yaml"},
+		{"misspelt label", "labels", "rules[1].percent=10", "rules[1].precent=10", "unknown keys, which Traefik would ignore: Rules[1].precent"},
+		{"unknown plugin", "yaml", "graylane-dispatch:", "graylane-dispatcher:", `unknown plugin "graylane-dispatcher"`},
+		{"middleware renamed", "yaml", "    gray-dispatch:", "    gray-dispatcher:", "toml gray-dispatch/graylane-dispatch differs from yaml"},
 	}
-	got["crd"] = fromDynamic(crd)
-
-	for _, syntax := range []string{"toml", "labels", "crd"} {
-		if !reflect.DeepEqual(got[syntax].mark, got["yaml"].mark) {
-			t.Errorf("%s mark\n got %+v\nyaml %+v", syntax, *got[syntax].mark, *got["yaml"].mark)
-		}
-		if !reflect.DeepEqual(got[syntax].dispatch, got["yaml"].dispatch) {
-			t.Errorf("%s dispatch\n got %+v\nyaml %+v", syntax, *got[syntax].dispatch, *got["yaml"].dispatch)
-		}
-	}
-	if n := len(got["yaml"].mark.Rules); n != 2 || got["yaml"].mark.Rules[1].Percent == nil || *got["yaml"].mark.Rules[1].Percent != 10 {
-		t.Errorf("yaml: rules decoded as %+v", got["yaml"].mark.Rules)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			broken := maps.Clone(blocks)
+			if !strings.Contains(broken[c.syntax], c.old) {
+				t.Fatalf("the README's %s block has no %q any more: update the case", c.syntax, c.old)
+			}
+			broken[c.syntax] = strings.Replace(broken[c.syntax], c.old, c.new, 1)
+			_, err := readmeSyntaxes(broken, readmeSecrets)
+			switch {
+			case c.wantErr == "" && err != nil:
+				t.Fatalf("want no error, got %v", err)
+			case c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)):
+				t.Fatalf("want an error with %q, got %v", c.wantErr, err)
+			}
+		})
 	}
 }
