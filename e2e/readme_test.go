@@ -139,12 +139,14 @@ func TestReadmeRecipes(t *testing.T) {
 	for _, name := range []string{"stable", "canary", "beta"} {
 		backends[name] = harness.StartBackend(t, name)
 	}
-	recipes := []string{"testers", "versions", "ramp", "keyword", "example", "catalog"}
+	recipes := []string{"testers", "versions", "ramp", "keyword", "office", "example", "catalog"}
 	plugins := harness.DefaultLocalPlugins()
 	plugins["graylane"] = "github.com/graylane/graylane" // the catalog plugin, loaded locally
 	traefik := harness.StartTraefik(t, harness.TraefikOptions{
 		Dynamic:      recipeConfig(t, blocks, recipes, backends, "", backends["stable"].URL),
 		LocalPlugins: plugins,
+		// The office recipe's entry point, with the test client as its load balancer.
+		ExtraStatic: `entryPoints: {web: {forwardedHeaders: {trustedIPs: ["127.0.0.1/32"]}}}`,
 	})
 	for _, name := range recipes {
 		traefik.WaitRouter(t, name+"@file", 60*time.Second)
@@ -165,6 +167,10 @@ func TestReadmeRecipes(t *testing.T) {
 		{"keyword", "/shop/beta/cart", nil, "beta"},
 		{"keyword", "/preview", nil, "beta"},
 		{"keyword", "/shop", nil, "stable"},
+		{"office", "/", map[string]string{"X-Forwarded-For": "198.51.100.9, 203.0.113.7"}, "canary"},
+		{"office", "/", map[string]string{"X-Forwarded-For": "203.0.113.7, 198.51.100.9"}, "stable"},
+		{"office", "/", map[string]string{"X-Forwarded-For": "2001:db8:1:5::9"}, "canary"},
+		{"office", "/", nil, "stable"},
 		{"example", "/", map[string]string{"X-User-Id": "1001"}, "canary"},
 		{"example", "/beta/page", nil, "canary"},
 		{"example", "/", map[string]string{"X-User-Id": "7"}, "stable"},

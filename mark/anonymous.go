@@ -31,6 +31,7 @@ type anonymousPolicy struct {
 	mode       string // anonymousCookie, anonymousIP, anonymousRandom or anonymousNone
 	cookieName string
 	attributes string // "; Path=/; Max-Age=…" and so on, appended to "name=id" in Set-Cookie
+	clientIP   *clientIPStrategy
 }
 
 // withDefaults returns c with each unset field taken from def; Secure and HTTPOnly default to true.
@@ -133,7 +134,7 @@ func anonymousKeyFor(k *anonymousPolicy, rw http.ResponseWriter, req *http.Reque
 		return stickyKey(k, rw, req)
 	}
 	if k.mode == anonymousIP {
-		return ipKey(req)
+		return ipKey(k, req)
 	}
 	return "", false
 }
@@ -156,8 +157,8 @@ func issueAnonymousID(k *anonymousPolicy, rw http.ResponseWriter) (string, bool)
 }
 
 // ipKey returns the client IP of req as its percentage key.
-func ipKey(req *http.Request) (string, bool) {
-	ip, ok := peerIP(req)
+func ipKey(k *anonymousPolicy, req *http.Request) (string, bool) {
+	ip, ok := clientIP(k.clientIP, req)
 	if !ok {
 		return "", false
 	}

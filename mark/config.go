@@ -15,6 +15,9 @@ type Config struct {
 	Incoming string
 	// TrustedIPs lists the CIDRs (or single addresses) whose lane header is kept with Incoming "trustedIPs".
 	TrustedIPs []string
+	// IPStrategy chooses the client IP that sourceIPs and Anonymous "ip" use, like the ipStrategy
+	// of Traefik's ipAllowList. Unset, it is the direct peer. (TrustedIPs always checks the peer.)
+	IPStrategy IPStrategy
 	// Identity says where the user ID comes from; the first non-empty source wins,
 	// in the order header, cookie, query, JWT claim.
 	Identity Identity
@@ -32,6 +35,21 @@ type Config struct {
 	Rules []Rule
 	// DefaultLane is the lane of a request that no rule matched; empty means no lane.
 	DefaultLane string
+}
+
+// IPStrategy chooses the client IP from X-Forwarded-For, for a Traefik behind proxies or load
+// balancers whose addresses Traefik's entry point trusts (forwardedHeaders.trustedIPs; from
+// other peers Traefik removes the header, so a client cannot forge it).
+type IPStrategy struct {
+	// Depth, when more than 0, takes the X-Forwarded-For entry at this position counted from the
+	// right (1 = the last proxy's client). Fewer entries than Depth means no client IP.
+	Depth int
+	// ExcludedIPs (with Depth 0) takes the rightmost X-Forwarded-For entry that is not in these
+	// CIDRs (or addresses): the proxies to skip.
+	ExcludedIPs []string
+	// IPv6Subnet, when more than 0, replaces an IPv6 client address by the first address of its
+	// subnet of that many bits, so that the addresses one device rotates through count as one.
+	IPv6Subnet int
 }
 
 // Identity lists where the user ID is read from. Empty fields are not consulted.

@@ -60,16 +60,104 @@ func inIPSet(s ipSet, ip netip.Addr) bool {
 }
 
 // peerIP returns the address of the direct peer, from req.RemoteAddr. Forwarding headers such as
-// X-Forwarded-For are deliberately not read: they are set by the client unless a proxy in front
+// X-Forwarded-For are not read here: they are set by the client unless a proxy in front
 // overwrites them, and Traefik already reports the connection's peer in RemoteAddr.
 func peerIP(req *http.Request) (netip.Addr, bool) {
 	host, _, err := net.SplitHostPort(req.RemoteAddr)
 	if err != nil {
 		host = req.RemoteAddr
 	}
-	a, err := netip.ParseAddr(host)
+	return parseClientIP(host)
+}
+
+// parseClientIP parses an address, IPv4-mapped IPv6 addresses unmapped and zones dropped.
+func parseClientIP(s string) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(strings.TrimSpace(s))
 	if err != nil {
 		return netip.Addr{}, false
 	}
 	return a.Unmap().WithZone(""), true
+}
+
+// clientIPStrategy is a parsed IPStrategy.
+type clientIPStrategy struct {
+	depth      int
+	excluded   ipSet
+	ipv6Subnet int
+}
+
+// maxIPStrategyDepth bounds IPStrategy.Depth.
+const maxIPStrategyDepth = 64
+
+// parseIPStrategy parses cfg; an unset strategy (the direct peer) is nil.
+func parseIPStrategy(cfg IPStrategy) (*clientIPStrategy, error) {
+	if cfg.Depth < 0 || cfg.Depth > maxIPStrategyDepth {
+		return nil, fmt.Errorf("ipStrategy.depth: %d: must be 0 (off) to %d", cfg.Depth, maxIPStrategyDepth)
+	}
+	if cfg.IPv6Subnet < 0 || cfg.IPv6Subnet > 128 {
+		return nil, fmt.Errorf("ipStrategy.ipv6Subnet: %d: must be 0 (off) to 128", cfg.IPv6Subnet)
+	}
+	excluded, err := parseIPSet("ipStrategy.excludedIPs", cfg.ExcludedIPs)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Depth > 0 && len(excluded) > 0 {
+		return nil, fmt.Errorf("ipStrategy.excludedIPs: %q: set either depth (%d) or excludedIPs", cfg.ExcludedIPs, cfg.Depth)
+	}
+	if cfg.Depth == 0 && len(excluded) == 0 && cfg.IPv6Subnet == 0 {
+		return nil, nil
+	}
+	return &clientIPStrategy{depth: cfg.Depth, excluded: excluded, ipv6Subnet: cfg.IPv6Subnet}, nil
+}
+
+// clientIP returns the client IP of req under s: the direct peer when s is nil.
+func clientIP(s *clientIPStrategy, req *http.Request) (netip.Addr, bool) {
+	if s == nil {
+		return peerIP(req)
+	}
+	var a netip.Addr
+	var ok bool
+	switch {
+	case s.depth > 0:
+		a, ok = forwardedIPAt(req, s.depth)
+	case len(s.excluded) > 0:
+		a, ok = lastForwardedIPNotIn(req, s.excluded)
+	default:
+		a, ok = peerIP(req)
+	}
+	if ok && s.ipv6Subnet > 0 && a.Is6() {
+		p, _ := a.Prefix(s.ipv6Subnet) // cannot fail: an IPv6 address and at most 128 bits
+		a = p.Addr()
+	}
+	return a, ok
+}
+
+// forwardedFor returns the entries of the X-Forwarded-For header lines of req, in order.
+func forwardedFor(req *http.Request) []string {
+	return strings.Split(strings.Join(req.Header.Values("X-Forwarded-For"), ","), ",")
+}
+
+// forwardedIPAt returns the X-Forwarded-For entry of req at position depth from the right.
+func forwardedIPAt(req *http.Request, depth int) (netip.Addr, bool) {
+	entries := forwardedFor(req)
+	if len(entries) < depth {
+		return netip.Addr{}, false
+	}
+	return parseClientIP(entries[len(entries)-depth])
+}
+
+// lastForwardedIPNotIn returns the rightmost X-Forwarded-For entry of req that is not in
+// excluded; empty entries are skipped, and one that is not an address ends the search.
+func lastForwardedIPNotIn(req *http.Request, excluded ipSet) (netip.Addr, bool) {
+	entries := forwardedFor(req)
+	for i := len(entries) - 1; i >= 0; i-- {
+		if strings.TrimSpace(entries[i]) == "" {
+			continue
+		}
+		a, ok := parseClientIP(entries[i])
+		if !ok || !inIPSet(excluded, a) {
+			return a, ok
+		}
+	}
+	return netip.Addr{}, false
 }

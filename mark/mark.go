@@ -22,6 +22,7 @@ type handler struct {
 	incoming   string // incomingStrip, incomingKeep or incomingTrusted
 	strip      bool   // incoming is incomingStrip
 	trusted    ipSet
+	clientIP   *clientIPStrategy // nil: the direct peer
 	identity   *identitySource
 	version    *versionSource
 	anonymous  *anonymousPolicy
@@ -131,10 +132,14 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 		return nil, err
 	}
 	h.trusted = trusted
+	if h.clientIP, err = parseIPStrategy(cfg.IPStrategy); err != nil {
+		return nil, err
+	}
 	anonymous, err := newAnonymousPolicy(cfg.Anonymous, cfg.StickyCookie)
 	if err != nil {
 		return nil, err
 	}
+	anonymous.clientIP = h.clientIP
 	h.anonymous = &anonymous
 	var fields fieldTable // the named request fields the rules read, numbered for the request cache
 	h.rules = make([]rule, len(cfg.Rules))

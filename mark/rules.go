@@ -320,7 +320,7 @@ func matchOther(r *rule, d *decision, check int) bool {
 	case checkPathExact:
 		return d.req.URL.Path == r.path.value
 	case checkSourceIPs:
-		ip, found := peerIP(d.req)
+		ip, found := clientIP(d.handler.clientIP, d.req)
 		return found && inIPSet(r.sourceIPs, ip)
 	}
 	_, ok := r.users[userID(d)] // checkUsers
