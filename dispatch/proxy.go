@@ -383,8 +383,9 @@ func writeError(rw http.ResponseWriter, status int) {
 }
 
 // errorLog writes the rare errors of proxyError with the log package, which Traefik's plugin
-// loader shows at error level, naming the plugin. (ReverseProxy's own messages, such as a response that broke off after its headers were
-// sent, go to Go's standard logger: Yaegi cannot hand it a *log.Logger.)
+// loader shows at error level, naming the plugin. (ReverseProxy's own messages, such as a
+// response that broke off after its headers were sent, go to Go's standard logger: Yaegi cannot
+// hand it a *log.Logger.)
 var errorLog = &rareLogger{}
 
 // logInterval is the shortest time between two lines of errorLog.
