@@ -1,6 +1,8 @@
 package mark_test
 
 import (
+	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/graylane/graylane/mark"
@@ -88,6 +90,67 @@ func TestIPStrategyAnonymousKey(t *testing.T) {
 		b := laneOf(h, request{remote: "[2001:db8:7:8:aaaa:bbbb:cccc:dddd]:1"})
 		if a != b {
 			t.Fatalf("percent %d: lanes %q and %q for one /64", p, a, b)
+		}
+	}
+}
+
+// ipStrategySeeds are the seeds of FuzzIPStrategy, also run by TestIPStrategySeeds (Yaegi does
+// not run fuzz targets): X-Forwarded-For values.
+var ipStrategySeeds = []string{"", "203.0.113.7", "a, 10.0.0.1", " ,, ", "::ffff:10.1.2.3, 2001:db8::1%eth0", "10.0.0.1,10.0.0.2,10.0.0.3", "1.2.3.4:80", strings.Repeat("10.0.0.1,", 50)}
+
+// checkIPStrategy verifies that, under depth (0: excludedIPs 10.0.0.0/8), a rule matching every
+// address matches exactly when the X-Forwarded-For value xff has a client IP, as found here by
+// a plain reading of the README's rules.
+func checkIPStrategy(t testing.TB, xff string, depth int) {
+	entries := strings.Split(xff, ",")
+	want := false
+	if depth > 0 {
+		if len(entries) >= depth {
+			_, err := netip.ParseAddr(strings.TrimSpace(entries[len(entries)-depth]))
+			want = err == nil
+		}
+	} else {
+		private := netip.MustParsePrefix("10.0.0.0/8")
+		for i := len(entries) - 1; i >= 0; i-- {
+			entry := strings.TrimSpace(entries[i])
+			if entry == "" {
+				continue
+			}
+			a, err := netip.ParseAddr(entry)
+			if err != nil || !private.Contains(a.Unmap()) {
+				want = err == nil
+				break
+			}
+		}
+	}
+	cfg := config(mark.Rule{Name: "any", Lane: "canary", SourceIPs: []string{"0.0.0.0/0", "::/0"}})
+	cfg.IPStrategy = mark.IPStrategy{Depth: depth, IPv6Subnet: 56}
+	if depth == 0 {
+		cfg.IPStrategy.ExcludedIPs = []string{"10.0.0.0/8"}
+	}
+	got := laneOf(newMark(t, cfg), request{remote: "10.9.9.9:1", headers: []string{"X-Forwarded-For", xff}})
+	if want && got != "canary" || !want && got != "-" {
+		t.Fatalf("X-Forwarded-For %q, depth %d: lane %q, want a client IP: %v", xff, depth, got, want)
+	}
+}
+
+func FuzzIPStrategy(f *testing.F) {
+	for _, s := range ipStrategySeeds {
+		f.Add(s, uint8(1))
+		f.Add(s, uint8(0))
+	}
+	f.Fuzz(func(t *testing.T, xff string, depth uint8) {
+		if strings.ContainsAny(xff, "\r\n") {
+			return
+		}
+		checkIPStrategy(t, xff, int(depth%4))
+	})
+}
+
+func TestIPStrategySeeds(t *testing.T) {
+	for _, s := range ipStrategySeeds {
+		for depth := 0; depth < 4; depth++ {
+			checkIPStrategy(t, s, depth)
 		}
 	}
 }
