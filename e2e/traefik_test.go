@@ -330,6 +330,12 @@ func testHotReload(t *testing.T, tr *harness.Traefik, stable, canary, beta *harn
 	mark := len(res.last)
 	res.mu.Unlock()
 	time.Sleep(1500 * time.Millisecond)
+	// At least 100 requests in all, however slowly a loaded machine answers them (within ctx).
+	for sent := 0; sent < 100 && ctx.Err() == nil; time.Sleep(50 * time.Millisecond) {
+		res.mu.Lock()
+		sent = res.total
+		res.mu.Unlock()
+	}
 	finish()
 
 	after := res.last[mark:]
