@@ -346,17 +346,19 @@ func answered(rw http.ResponseWriter, req *http.Request, err error) bool {
 
 // replayable reports whether a request that failed with err may be sent again: when it never
 // reached the server (no connection could be opened, so nothing read its body either; prepare
-// kept the body open), or when it has no body and an idempotent method (RFC 9110: sending it
-// twice has the effect of sending it once). A POST whose response did not arrive in time may
-// have been carried out, and a body that was sent cannot be sent again: they are answered 502 or
-// 504. (The proxy's outgoing request has a body exactly when the incoming one has a body and a
-// length other than 0.)
+// kept the body open), or when it has no body and is idempotent: by its method (RFC 9110:
+// sending it twice has the effect of sending it once) or by an Idempotency-Key header, as Go's
+// own transport decides for its retries. A POST whose response did not arrive in time may have
+// been carried out, and a body that was sent cannot be sent again: they are answered 502 or 504.
+// (The proxy's outgoing request has a body exactly when the incoming one has a body and a length
+// other than 0.)
 func replayable(req *http.Request, err error) bool {
 	var opErr *net.OpError
 	if errors.As(err, &opErr) && opErr.Op == "dial" {
 		return true
 	}
-	return (req.Body == nil || req.ContentLength == 0) && idempotent[req.Method]
+	hasKey := req.Header["Idempotency-Key"] != nil || req.Header["X-Idempotency-Key"] != nil
+	return (req.Body == nil || req.ContentLength == 0) && (idempotent[req.Method] || hasKey)
 }
 
 // idempotent holds the idempotent methods of RFC 9110.

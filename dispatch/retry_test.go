@@ -94,14 +94,17 @@ func TestRetryOnConnectionRefused(t *testing.T) {
 func TestRetryOnResponseHeaderTimeout(t *testing.T) {
 	// The slow server received the request: only an idempotent one without a body is sent again.
 	tests := []struct {
-		method, body string
-		want         int
+		method, body, key string
+		want              int
 	}{
 		{method: http.MethodGet, want: http.StatusOK},
 		{method: http.MethodDelete, want: http.StatusOK},
 		{method: http.MethodPost, want: http.StatusGatewayTimeout},
 		{method: http.MethodPatch, want: http.StatusGatewayTimeout},
+		{method: http.MethodPost, key: "Idempotency-Key", want: http.StatusOK},
+		{method: http.MethodPost, key: "X-Idempotency-Key", want: http.StatusOK},
 		{method: http.MethodPut, body: "payload", want: http.StatusGatewayTimeout},
+		{method: http.MethodPost, body: "payload", key: "Idempotency-Key", want: http.StatusGatewayTimeout},
 	}
 	for _, tt := range tests {
 		good := newBackend(t, "good")
@@ -110,9 +113,19 @@ func TestRetryOnResponseHeaderTimeout(t *testing.T) {
 		cfg.Timeouts.ResponseHeader = "200ms"
 		cfg.Lanes["canary"] = laneConfig(slow.URL, good.URL)
 		h := newHandler(t, cfg)
-		rec := send(h, tt.method, "canary", tt.body)
+		var r io.Reader
+		if tt.body != "" {
+			r = strings.NewReader(tt.body)
+		}
+		req := httptest.NewRequest(tt.method, "http://front.example/", r)
+		req.Header.Set("X-Gray-Lane", "canary")
+		if tt.key != "" {
+			req.Header.Set(tt.key, "k-1")
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
 		if rec.Code != tt.want {
-			t.Fatalf("%s with body %q: status %d from %q, want %d", tt.method, tt.body, rec.Code, rec.Header().Get("X-Backend"), tt.want)
+			t.Fatalf("%s with body %q and key %q: status %d from %q, want %d", tt.method, tt.body, tt.key, rec.Code, rec.Header().Get("X-Backend"), tt.want)
 		}
 	}
 }
