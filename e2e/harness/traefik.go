@@ -210,11 +210,22 @@ func mergeMaps(dst, src map[string]any) {
 func StartTraefik(tb testing.TB, opts TraefikOptions) *Traefik {
 	tb.Helper()
 	bin := TraefikBinary(tb)
-	webPort, apiPort := FreePort(tb), FreePort(tb)
-	for apiPort == webPort {
-		apiPort = FreePort(tb)
+	var t *Traefik
+	var err error
+	// FreePort releases its port before Traefik binds it: when a process running in parallel
+	// took one of them in between, Traefik exits at once, and it is started again on new ports.
+	for attempt := 0; attempt < 3; attempt++ {
+		webPort, apiPort := FreePort(tb), FreePort(tb)
+		for apiPort == webPort {
+			apiPort = FreePort(tb)
+		}
+		t, err = Launch(bin, tb.TempDir(), webPort, apiPort, opts)
+		if t == nil || err == nil || !strings.Contains(t.Log(), "address already in use") {
+			break
+		}
+		t.Stop()
+		tb.Logf("harness: a port of Traefik was taken, starting it again: %v", err)
 	}
-	t, err := Launch(bin, tb.TempDir(), webPort, apiPort, opts)
 	if t != nil {
 		tb.Cleanup(func() {
 			t.Stop()
