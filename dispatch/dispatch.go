@@ -422,31 +422,6 @@ func serveLane(l *lane, rw http.ResponseWriter, req *http.Request) {
 	delete(out, retryMark)
 }
 
-// badUpgrade reports whether req asks for a protocol upgrade to a name that is not printable
-// ASCII, which ReverseProxy refuses before it connects to any server: the client's fault, which
-// proxyError answers 400 rather than counting it against the lane's servers.
-func badUpgrade(req *http.Request) bool {
-	name := req.Header.Get("Upgrade")
-	for i := 0; i < len(name); i++ {
-		if name[i] < ' ' || name[i] > '~' {
-			return asksUpgrade(req)
-		}
-	}
-	return false
-}
-
-// asksUpgrade reports whether the Connection header of req lists "upgrade".
-func asksUpgrade(req *http.Request) bool {
-	for _, value := range req.Header["Connection"] {
-		for _, token := range strings.Split(value, ",") {
-			if strings.EqualFold(strings.TrimSpace(token), "upgrade") {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // retry sends a request that failed on the server first to the lane's next available servers in
 // turn, as long as their proxies ask for a retry, then to the lane's fallback.
 func retry(l *lane, first *server, rw http.ResponseWriter, req *http.Request) {

@@ -180,13 +180,14 @@ var (
 // fallback.
 func prepare(req *http.Request) *http.Request {
 	ctx := req.Context()
+	hasBody := req.Body != nil && req.ContentLength != 0
 	var state *requestState
-	if req.Header["Upgrade"] != nil || req.Body != nil && req.ContentLength != 0 {
+	if req.Header["Upgrade"] != nil || hasBody {
 		state = &requestState{badUpgrade: badUpgrade(req)}
 		ctx = context.WithValue(ctx, stateKey, state)
 	}
 	out := req.WithContext(ctx)
-	if req.Body != nil && req.ContentLength != 0 {
+	if hasBody {
 		state.body = http.MaxBytesReader(nil, req.Body, math.MaxInt64)
 		out.Body = io.NopCloser(state.body)
 	}
@@ -200,6 +201,31 @@ func prepare(req *http.Request) *http.Request {
 		}
 	}
 	return out
+}
+
+// badUpgrade reports whether req asks for a protocol upgrade to a name that is not printable
+// ASCII, which ReverseProxy refuses before it connects to any server: the client's fault, which
+// proxyError answers 400 rather than counting it against the lane's servers.
+func badUpgrade(req *http.Request) bool {
+	name := req.Header.Get("Upgrade")
+	for i := 0; i < len(name); i++ {
+		if name[i] < ' ' || name[i] > '~' {
+			return asksUpgrade(req)
+		}
+	}
+	return false
+}
+
+// asksUpgrade reports whether the Connection header of req lists "upgrade".
+func asksUpgrade(req *http.Request) bool {
+	for _, value := range req.Header["Connection"] {
+		for _, token := range strings.Split(value, ",") {
+			if strings.EqualFold(strings.TrimSpace(token), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // forwardedProto is X-Forwarded-Proto as Traefik sets it: ws or wss for a WebSocket upgrade,
@@ -230,6 +256,12 @@ type contextKey struct{ name string }
 
 // stateKey is the request context key of the request state.
 var stateKey = &contextKey{name: "graylane-dispatch request"}
+
+// stateOf returns the state prepare gave req (or the request it was copied from), or nil.
+func stateOf(req *http.Request) *requestState {
+	state, _ := req.Context().Value(stateKey).(*requestState)
+	return state
+}
 
 // errUnaskedSwitch refuses a 101 answer to a request that did not ask for an upgrade.
 var errUnaskedSwitch = errors.New("server switched protocols without being asked to")
@@ -278,7 +310,7 @@ func unusualResponse(s *server, res *http.Response) error {
 		fail(s)
 		return nil
 	}
-	u, _ := res.Request.Context().Value(stateKey).(*requestState)
+	u := stateOf(res.Request)
 	if u == nil {
 		return errUnaskedSwitch
 	}
@@ -319,7 +351,7 @@ func (s *server) proxyError(rw http.ResponseWriter, req *http.Request, err error
 // MaxBytesReader without a limit: it answers a read of nothing with the error it met, without
 // reading more.
 func clientFault(req *http.Request) bool {
-	state, _ := req.Context().Value(stateKey).(*requestState)
+	state := stateOf(req)
 	if state == nil {
 		return false
 	}
@@ -340,7 +372,7 @@ func answered(rw http.ResponseWriter, req *http.Request, err error) bool {
 	if rw.Header()[retryMark] == nil {
 		return true
 	}
-	u, _ := req.Context().Value(stateKey).(*requestState)
+	u := stateOf(req)
 	return u != nil && u.answered || errors.Is(err, errUnaskedSwitch)
 }
 

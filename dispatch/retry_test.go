@@ -62,14 +62,18 @@ func healthOff() *dispatch.Config {
 	return cfg
 }
 
-// send sends a request with the lane header and body ("" = none) and returns the response.
-func send(h http.Handler, method, laneValue, body string) *httptest.ResponseRecorder {
+// send sends a request with the lane header, body ("" = none) and the other headers given as
+// name, value pairs, and returns the response.
+func send(h http.Handler, method, laneValue, body string, headers ...string) *httptest.ResponseRecorder {
 	var r io.Reader
 	if body != "" {
 		r = strings.NewReader(body)
 	}
 	req := httptest.NewRequest(method, "http://front.example/", r)
 	req.Header.Set("X-Gray-Lane", laneValue)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	return rec
@@ -113,17 +117,11 @@ func TestRetryOnResponseHeaderTimeout(t *testing.T) {
 		cfg.Timeouts.ResponseHeader = "200ms"
 		cfg.Lanes["canary"] = laneConfig(slow.URL, good.URL)
 		h := newHandler(t, cfg)
-		var r io.Reader
-		if tt.body != "" {
-			r = strings.NewReader(tt.body)
-		}
-		req := httptest.NewRequest(tt.method, "http://front.example/", r)
-		req.Header.Set("X-Gray-Lane", "canary")
+		var key []string
 		if tt.key != "" {
-			req.Header.Set(tt.key, "k-1")
+			key = []string{tt.key, "k-1"}
 		}
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
+		rec := send(h, tt.method, "canary", tt.body, key...)
 		if rec.Code != tt.want {
 			t.Fatalf("%s with body %q and key %q: status %d from %q, want %d", tt.method, tt.body, tt.key, rec.Code, rec.Header().Get("X-Backend"), tt.want)
 		}

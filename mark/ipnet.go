@@ -41,11 +41,10 @@ func parsePrefix(s string) (netip.Prefix, error) {
 		}
 		return p.Masked(), nil
 	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
+	a, ok := parseClientIP(s)
+	if !ok {
 		return netip.Prefix{}, errors.New("not a CIDR such as 10.0.0.0/8 or an IP address")
 	}
-	a = a.Unmap().WithZone("")
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
