@@ -327,12 +327,12 @@ func rangeTerms(op string, lo version, end *version) []term {
 	return []term{{op: opIn, a: lo, b: *end}}
 }
 
-// wildcardEnd returns the end of 1.2.x (1.3.0-0) or 1.x (2.0.0-0); * has none.
+// wildcardEnd returns the end of 1.2.x (1.3.0) or 1.x (2.0.0); * has none.
 func wildcardEnd(p *partial) *version {
 	return bump(p.v, p.parts)
 }
 
-// tildeEnd returns the end of ~1.2.3 and ~1.2 (1.3.0-0) or ~1 (2.0.0-0).
+// tildeEnd returns the end of ~1.2.3 and ~1.2 (1.3.0) or ~1 (2.0.0).
 func tildeEnd(p *partial) *version {
 	if p.parts > 2 {
 		return bump(p.v, 2)
@@ -340,7 +340,7 @@ func tildeEnd(p *partial) *version {
 	return bump(p.v, p.parts)
 }
 
-// caretEnd returns the end of ^1.2.3 (2.0.0-0), ^0.2.3 (0.3.0-0) or ^0.0.3 (0.0.4-0): the left-most
+// caretEnd returns the end of ^1.2.3 (2.0.0), ^0.2.3 (0.3.0) or ^0.0.3 (0.0.4): the left-most
 // non-zero number given, or the last number given, is bumped.
 func caretEnd(p *partial) *version {
 	switch {
@@ -352,18 +352,18 @@ func caretEnd(p *partial) *version {
 	return bump(p.v, p.parts)
 }
 
-// bump returns the lowest version above every version whose first parts numbers are those of v:
-// v with its number at position parts (1 to 3) raised by one, the following ones 0, and the lowest
-// pre-release ("0"), so that pre-releases of the bumped version are left out. It returns nil for
-// parts 0, where nothing is above.
+// bump returns the end of the range of versions whose first parts numbers are those of v: v with
+// its number at position parts (1 to 3) raised by one and the following ones 0, as the spec writes
+// ~1.2 as >=1.2.0 <1.3.0. The end is a release, so the pre-releases of the bumped version, which
+// sort before it, are inside the range. It returns nil for parts 0, where nothing is above.
 func bump(v version, parts int) *version {
 	switch parts {
 	case 1:
-		return &version{major: v.major + 1, pre: "0"}
+		return &version{major: v.major + 1}
 	case 2:
-		return &version{major: v.major, minor: v.minor + 1, pre: "0"}
+		return &version{major: v.major, minor: v.minor + 1}
 	case 3:
-		return &version{major: v.major, minor: v.minor, patch: v.patch + 1, pre: "0"}
+		return &version{major: v.major, minor: v.minor, patch: v.patch + 1}
 	}
 	return nil
 }

@@ -74,7 +74,7 @@ func TestVersions(t *testing.T) {
 		{"1.2.*", "1.1.9", false},
 		{"1.x", "1.9.9", true},
 		{"1.x", "2.0.0", false},
-		{"1.x", "2.0.0-rc.1", false},
+		{"1.x", "2.0.0-rc.1", true}, // the spec's bounds: <2.0.0, and 2.0.0-rc.1 sorts before 2.0.0
 		{"*", "0.0.1", true},
 		{"*", "-", false},
 		{"*", "1.2.3.4", false},
@@ -104,8 +104,14 @@ func TestVersions(t *testing.T) {
 		{">2.3.0-rc.1", "2.3.0", true},
 		{"=2.3.0-rc.1", "v2.3.0-rc.1+exp.sha", true},
 		{"=2.3.0-rc.01", "2.3.0-rc.1", true},
-		{"~1.2", "1.3.0-alpha", false},
+		{"~1.2", "1.3.0-alpha", true}, // the spec's ~1.2: >=1.2.0 <1.3.0
+		{"~1.2, <1.3.0-0", "1.3.0-alpha", false},
+		{"^1.2", "2.0.0-rc.1", true},
 		{"^1.2", "1.2.0-alpha", false},
+		{"1.2.x", "1.3.0-rc.1", true},
+		{">1.2.x", "1.3.0-rc.1", false},
+		{"<=1.2.x", "1.3.0-rc.1", true},
+		{"!=1.2.x", "1.3.0-rc.1", false},
 		// Malformed client versions never match.
 		{"*", "1..2", false},
 		{"*", "1.", false},
