@@ -50,7 +50,7 @@ func fail(s *server) {
 	if s.health.maxFails == 0 {
 		return
 	}
-	healthRecords.fail(s.key, s.health, time.Now())
+	countFailure(healthRecords, s.key, s.health, time.Now())
 }
 
 // healthRecord holds the recent failures of one server URL.
@@ -60,7 +60,11 @@ type healthRecord struct {
 	expires   time.Time   // when the window and the cooldown are both over and the record says nothing
 }
 
-// healthTable is the passive health state of every server that failed recently.
+// healthTable is the passive health state of every server that failed recently. The functions
+// that read and write it are plain functions, not methods, like every function of the request
+// path: under Yaegi, each call of a method of an interpreted type wraps the method into a new
+// function value (reflect.MakeFunc), and concurrent calls race on the interpreter's cache of the
+// receiver's type (the race detector saw it in the plugin as Traefik loads it).
 type healthTable struct {
 	mu      sync.Mutex
 	records map[string]*healthRecord
@@ -111,7 +115,7 @@ func recordDown(t *healthTable, key string) bool {
 	t.mu.Lock()
 	down := false
 	if r := t.records[key]; r != nil && now.After(r.expires) {
-		t.remove(key)
+		removeRecord(t, key)
 	} else if r != nil {
 		down = now.Before(r.downUntil)
 	}
@@ -119,8 +123,8 @@ func recordDown(t *healthTable, key string) bool {
 	return down
 }
 
-// fail counts a failure at now of the server with the given key, under policy p.
-func (t *healthTable) fail(key string, p *healthPolicy, now time.Time) {
+// countFailure counts a failure at now of the server with the given key in t, under policy p.
+func countFailure(t *healthTable, key string, p *healthPolicy, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	r := t.records[key]
@@ -129,7 +133,7 @@ func (t *healthTable) fail(key string, p *healthPolicy, now time.Time) {
 	}
 	if r == nil {
 		if len(t.records) >= maxHealthRecords {
-			t.evict(now)
+			evictRecords(t, now)
 		}
 		r = &healthRecord{}
 		t.records[key] = r
@@ -149,9 +153,9 @@ func (t *healthTable) fail(key string, p *healthPolicy, now time.Time) {
 	}
 }
 
-// evict makes room in a full table: it drops the records that have expired and, if none had,
-// the one that expires first.
-func (t *healthTable) evict(now time.Time) {
+// evictRecords makes room in a full table: it drops the records that have expired and, if none
+// had, the one that expires first.
+func evictRecords(t *healthTable, now time.Time) {
 	oldest := ""
 	for key, r := range t.records {
 		if now.After(r.expires) {
@@ -166,8 +170,8 @@ func (t *healthTable) evict(now time.Time) {
 	atomic.StoreInt64(&t.size, int64(len(t.records)))
 }
 
-// remove drops the record of key.
-func (t *healthTable) remove(key string) {
+// removeRecord drops the record of key from t.
+func removeRecord(t *healthTable, key string) {
 	delete(t.records, key)
 	atomic.StoreInt64(&t.size, int64(len(t.records)))
 }

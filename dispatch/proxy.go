@@ -333,7 +333,7 @@ func (s *server) proxyError(rw http.ResponseWriter, req *http.Request, err error
 		return
 	}
 	if answered(rw, req, err) {
-		errorLog.printf("lane %s: %s: %v", s.lane, s.key, err)
+		logRarely(errorLog, "lane %s: %s: %v", s.lane, s.key, err)
 		writeError(rw, http.StatusBadGateway)
 		return
 	}
@@ -425,15 +425,17 @@ var errorLog = &rareLogger{}
 // logInterval is the shortest time between two lines of errorLog.
 const logInterval = 10 * time.Second
 
-// rareLogger writes a line at most once per logInterval and counts the lines it drops.
+// rareLogger writes a line at most once per logInterval and counts the lines it drops. It is
+// written through logRarely, a plain function rather than a method (see healthTable).
 type rareLogger struct {
 	mu      sync.Mutex
 	last    time.Time
 	dropped int
 }
 
-// printf writes a line, or drops it when the previous one was written less than logInterval ago.
-func (l *rareLogger) printf(format string, args ...interface{}) {
+// logRarely writes a line to l, or drops it when the previous one was written less than
+// logInterval ago.
+func logRarely(l *rareLogger, format string, args ...interface{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := time.Now()

@@ -279,6 +279,19 @@ dispatch:
 		testConcurrent(t, h)
 	})
 
+	t.Run("concurrent lane requests", func(t *testing.T) {
+		h, err := newHandler(load(t, "graylane-dispatch"), "graylane-dispatch", yamlMap(t, `
+lanes:
+  scheduled: {servers: [{url: "`+canary.URL+`", weight: 3}, {url: "`+beta.URL+`", weight: 1}]}
+  long: {servers: [{url: "`+canary.URL+`", weight: 1000}, {url: "`+beta.URL+`", weight: 999}]}
+  failing: {servers: [{url: "`+deadURL(t)+`"}, {url: "`+beta.URL+`"}]}
+`), nextHandler)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testConcurrentLanes(t, h)
+	})
+
 	t.Run("New starts no goroutine", func(t *testing.T) {
 		configs := map[string]map[string]any{
 			"graylane-mark":     yamlMap(t, `{identity: {header: X-User-Id}, rules: [{name: a, lane: canary, users: ["1"]}, {name: b, lane: beta, percent: 5}]}`),
@@ -348,6 +361,57 @@ func testConcurrent(t *testing.T, h http.Handler) {
 	close(errs)
 	for e := range errs {
 		t.Error(e)
+	}
+}
+
+// testConcurrentLanes sends requests from 8 goroutines through an interpreted dispatch with the
+// lanes of TestYaegiLoader's "concurrent lane requests": a lane whose round-robin period is
+// precomputed (3:1, taken by an atomic counter), one whose period is too long for that (1000:999,
+// picked under the balancer's lock) and one whose first server refuses connections (health records,
+// retries). Every request must be answered by a server of its lane, and the 3:1 lane, which gets a
+// whole number of periods, must split exactly. Under the race detector (make race), this checks
+// the interpreted balancer and health table for data races.
+func testConcurrentLanes(t *testing.T, h http.Handler) {
+	lanes := []string{"scheduled", "long", "failing"}
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		served = map[string]int{}
+	)
+	errs := make(chan string, 16)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 60; i++ {
+				lane := lanes[(g+i)%len(lanes)]
+				rec := serve(h, request{headers: map[string]string{"X-Gray-Lane": lane}})
+				server, _, _ := strings.Cut(rec.Body.String(), " ")
+				ok := rec.Code == http.StatusOK && (server == "canary" || server == "beta") &&
+					(lane != "failing" || server == "beta")
+				if !ok {
+					select {
+					case errs <- fmt.Sprintf("lane %s: status %d, body %q", lane, rec.Code, rec.Body.String()):
+					default:
+					}
+					return
+				}
+				mu.Lock()
+				served[lane+" "+server]++
+				mu.Unlock()
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if got := [2]int{served["scheduled canary"], served["scheduled beta"]}; got != [2]int{120, 40} {
+		t.Errorf("lane scheduled (weights 3:1): canary %d, beta %d, want 120 and 40", got[0], got[1])
+	}
+	if served["long canary"] == 0 || served["long beta"] == 0 {
+		t.Errorf("lane long (weights 1000:999): canary %d, beta %d, want both", served["long canary"], served["long beta"])
 	}
 }
 
