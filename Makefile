@@ -12,11 +12,12 @@ FUZZTIME ?= 5s
 # -fuzztime ends while a worker is busy (go.dev/issue/75804, fixed in Go 1.27).
 FUZZ_GO := GOTOOLCHAIN=go1.27.3 go
 
-.PHONY: test check fmt-check vet lint unit fuzz-smoke fuzz yaegi e2e traefik kube bench demo k8s-values clean
+.PHONY: test check fmt-check vet lint unit fuzz-smoke fuzz yaegi race e2e traefik kube bench demo k8s-values clean
 
 ## test: every check — format, vet, lint, unit tests with the race detector, brief fuzzing,
-## the plugin tests interpreted by Yaegi, and the end-to-end tests in a real Traefik.
-test: check unit fuzz-smoke yaegi e2e
+## the plugin tests interpreted by Yaegi (also under the race detector), and the end-to-end tests
+## in a real Traefik.
+test: check unit fuzz-smoke yaegi race e2e
 
 check: fmt-check vet lint
 
@@ -55,6 +56,11 @@ fuzz: fuzz-smoke
 
 yaegi:
 	./scripts/yaegi-test.sh -v $(PLUGIN_PKGS)
+
+# The plugins interpreted by Yaegi as Traefik's plugin loader builds them, with concurrent
+# requests, under the race detector: it sees the interpreted code's memory accesses too.
+race:
+	cd e2e && go test -race -count=1 -run '^TestYaegiLoader$$' .
 
 # The binaries first, so that a first run shows their (long) builds on their own.
 e2e: traefik kube
