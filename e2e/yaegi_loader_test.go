@@ -279,6 +279,31 @@ dispatch:
 		testConcurrent(t, h)
 	})
 
+	t.Run("concurrent mark features", func(t *testing.T) {
+		config := `
+identity: {header: X-User-Id, cookie: uid, query: uid}
+version: {header: X-App-Version}
+anonymous: cookie
+ruleHeader: X-Gray-Rule
+rules:
+  - {name: vip, lane: canary, users: ["1", "2"]}
+  - {name: new-app, lane: canary, versions: ">=2.0.0, <3 || ~3.1"}
+  - {name: api, lane: beta, path: {regex: "^/api/v[0-9]+/"}, methods: [POST]}
+  - {name: region, lane: beta, headers: {X-Region: eu}, cookies: {plan: "*"}}
+  - {name: half, lane: beta, percent: 50}
+`
+		b := load(t, "graylane-mark")
+		sequential, err := newHandler(b, "graylane-mark", yamlMap(t, config), nextHandler)
+		if err != nil {
+			t.Fatal(err)
+		}
+		concurrent, err := newHandler(b, "graylane-mark", yamlMap(t, config), nextHandler)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testConcurrentMark(t, sequential, concurrent)
+	})
+
 	t.Run("concurrent lane requests", func(t *testing.T) {
 		h, err := newHandler(load(t, "graylane-dispatch"), "graylane-dispatch", yamlMap(t, `
 lanes:
@@ -350,6 +375,69 @@ func testConcurrent(t *testing.T, h http.Handler) {
 				if got := rec.Body.String(); !strings.HasPrefix(got, want) {
 					select {
 					case errs <- fmt.Sprintf("user %s: got %q, want %q", id, got, want):
+					default:
+					}
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
+
+// markRequest returns the i-th request of testConcurrentMark: identities from the header, the
+// cookie, the query or none (an anonymous visitor, who gets a sticky cookie), 40 app versions (more
+// than one goroutine fills the version cache with each), paths, methods, headers and cookies.
+func markRequest(i int) request {
+	r := request{headers: map[string]string{"X-App-Version": fmt.Sprintf("%d.%d.0", 1+i%4, i%10)}}
+	id := strconv.Itoa(i % 13)
+	switch i % 4 {
+	case 0:
+		r.headers["X-User-Id"] = id
+	case 1:
+		r.headers["Cookie"] = "plan=a; uid=" + id
+	case 2:
+		r.target = "/?uid=" + id
+	}
+	if i%5 == 0 {
+		r.method, r.target = http.MethodPost, "/api/v2/orders"
+	}
+	if i%7 == 0 {
+		r.headers["X-Region"] = "eu"
+	}
+	return r
+}
+
+// testConcurrentMark sends the requests of markRequest through mark from 8 goroutines, to
+// concurrent, and one after the other, to sequential (another instance of the same
+// configuration): each request must get the same lane and rule from both, except that an anonymous
+// one that reaches the percentage rule gets a sticky cookie with a random ID. Under the race detector (make race), this checks the
+// interpreted version cache, field slots, regexp and cookie issuing for data races.
+func testConcurrentMark(t *testing.T, sequential, concurrent http.Handler) {
+	const n = 480
+	want := make([]string, n)
+	for i := 0; i < n; i++ {
+		rec := serve(sequential, markRequest(i))
+		want[i] = rec.Body.String() + " rule=" + rec.Header().Get("X-Gray-Rule")
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 16)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := g; i < n; i += 8 {
+				rec := serve(concurrent, markRequest(i))
+				got := rec.Body.String() + " rule=" + rec.Header().Get("X-Gray-Rule")
+				// An anonymous visitor's percentage rides on the random ID of a new sticky cookie.
+				random := i%4 == 3 && (strings.HasSuffix(want[i], " rule=half") || strings.HasSuffix(want[i], " rule="))
+				if random && rec.Header().Get("Set-Cookie") == "" || !random && got != want[i] {
+					select {
+					case errs <- fmt.Sprintf("request %d %+v: %q, Set-Cookie %q, want %q", i, markRequest(i), got, rec.Header().Get("Set-Cookie"), want[i]):
 					default:
 					}
 					return
