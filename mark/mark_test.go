@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -212,6 +213,73 @@ func TestNewRejects(t *testing.T) {
 				t.Errorf("error %q, want it to start with %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// fuzzRequestConfig is the configuration of FuzzRequest: a rule for each kind of condition,
+// every identity and version source, the anonymous key from the client IP (deterministic).
+func fuzzRequestConfig() *mark.Config {
+	cfg := config(
+		mark.Rule{Name: "users", Lane: "users", Users: []string{"1", "alice"}},
+		mark.Rule{Name: "versions", Lane: "versions", Versions: ">=2.0.0, <3 || ~3.1.0-rc"},
+		mark.Rule{Name: "api", Lane: "paths", Path: mark.PathMatch{Regex: `^/api/v[0-9]+/`}, Methods: []string{"GET"}},
+		mark.Rule{Name: "beta", Lane: "paths", Path: mark.PathMatch{Contains: []string{"beta", "/β/"}}},
+		mark.Rule{Name: "fields", Lane: "fields", Headers: map[string]string{"X-Region": "eu"}, Cookies: map[string]string{"plan": "*"}, Query: map[string]string{"tier": "gold"}},
+		mark.Rule{Name: "office", Lane: "office", SourceIPs: []string{"10.0.0.0/8", "2001:db8::/32"}},
+		mark.Rule{Name: "half", Lane: "half", Percent: float(50)},
+	)
+	cfg.Identity = mark.Identity{Header: "X-User-Id", Cookie: "uid", Query: "uid", JWTClaim: "sub"}
+	cfg.Version = mark.VersionSource{Header: "X-App-Version", Query: "appVersion"}
+	cfg.Anonymous = "ip"
+	return cfg
+}
+
+// fuzzRequestLanes are the lanes of fuzzRequestConfig, and "-" for none.
+var fuzzRequestLanes = map[string]bool{"-": true, "users": true, "versions": true, "paths": true, "fields": true, "office": true, "half": true}
+
+// fuzzRequestSeeds are the seed inputs of FuzzRequest, also run by TestRequestSeeds: path, raw
+// query, Cookie, X-User-Id, Authorization, X-App-Version, X-Region, remote address and a spoofed
+// lane header value.
+var fuzzRequestSeeds = [][9]string{
+	{"/", "", "", "", "", "", "", "192.0.2.1:1234", ""},
+	{"/api/v2/x", "uid=alice&tier=gold", "plan=a; uid=1", "", "", "2.5", "eu", "10.1.2.3:5", "users"},
+	{"/β/", "appVersion=3.1.0-rc.2&uid=%zz;x", "plan", "", "Bearer e30.eyJzdWIiOiJhbGljZSJ9.x", "v3.1.0-rc.10", "EU", "[2001:db8::1]:80", " Half "},
+	{"", "%", "uid=\"\x00", "\xff", "Bearer ...", "1..2", "eu", "garbage", "\r\n"},
+}
+
+// checkRequest sends the request that the fuzz input in describes through mark twice, with the
+// spoofed lane header and without it: under incoming strip (the default) both must get the
+// same lane, one of the configured lanes or none.
+func checkRequest(t testing.TB, h http.Handler, in [9]string) {
+	lanes := [2]string{}
+	for i := 0; i < 2; i++ {
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		req.URL.Path, req.URL.RawQuery, req.RemoteAddr = in[0], in[1], in[7]
+		req.Header = http.Header{"Cookie": {in[2]}, "X-User-Id": {in[3]}, "Authorization": {in[4]}, "X-App-Version": {in[5]}, "X-Region": {in[6]}}
+		if i == 1 {
+			req.Header["X-Gray-Lane"] = []string{in[8]}
+		}
+		lanes[i] = serve(h, req).Header().Get(laneSeen)
+	}
+	if !fuzzRequestLanes[lanes[0]] || lanes[1] != lanes[0] {
+		t.Errorf("request %q: lane %q, with a spoofed lane header %q", in, lanes[0], lanes[1])
+	}
+}
+
+func FuzzRequest(f *testing.F) {
+	for _, in := range fuzzRequestSeeds {
+		f.Add(in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], in[8])
+	}
+	h := newMark(f, fuzzRequestConfig())
+	f.Fuzz(func(t *testing.T, path, query, cookie, user, auth, version, region, remote, spoof string) {
+		checkRequest(t, h, [9]string{path, query, cookie, user, auth, version, region, remote, spoof})
+	})
+}
+
+func TestRequestSeeds(t *testing.T) {
+	h := newMark(t, fuzzRequestConfig())
+	for _, in := range fuzzRequestSeeds {
+		checkRequest(t, h, in)
 	}
 }
 
