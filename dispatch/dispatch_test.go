@@ -14,7 +14,7 @@ import (
 
 // newBackend starts a server that answers with its name and, in X-Seen-* response headers, what
 // it received.
-func newBackend(t *testing.T, name string) *httptest.Server {
+func newBackend(t testing.TB, name string) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
 		h := rw.Header()
@@ -281,5 +281,112 @@ func TestServedByHeader(t *testing.T) {
 	}
 	if got := serve(newHandler(t, cfg), "").Header().Get("X-Gray-Upstream"); got != "" {
 		t.Fatalf("served-by %q on the next path", got)
+	}
+}
+
+// laneHeaderSeeds are the seed inputs of FuzzLaneHeader, also run by TestLaneHeaderSeeds: the lane
+// header's first and second values, the Upgrade and Connection headers, and the method.
+var laneHeaderSeeds = [][5]string{
+	{"canary", "", "", "", "GET"},
+	{" Beta\t", "canary", "", "", "HEAD"},
+	{"CANARY", "", "websocket", "Upgrade", "GET"},
+	{"canary", "", "caf\xc3\xa9", "keep-alive, upgrade", "GET"},
+	{"canary", "", "caf\xc3\xa9", "keep-alive", "PUT"},
+	{"canary", "", "caf\xc3\xa9", "upgraded", "GET"},
+	{"blue", "canary", "", "", "POST"},
+	{"", "beta", "", "", "DELETE"},
+	{"canary\x00", "", "", "", "OPTIONS"},
+	{"b\xc3\xa9ta", "", "", "X-Gray-Lane", "GET"},
+}
+
+// fuzzMethods are the methods FuzzLaneHeader sends; any other string stands for GET.
+var fuzzMethods = map[string]bool{"GET": true, "HEAD": true, "POST": true, "PUT": true, "DELETE": true, "OPTIONS": true, "PATCH": true}
+
+// checkLaneHeader sends the request the fuzz input in describes through h (lanes canary and beta,
+// passive health off, so that inputs do not affect each other): a request whose first lane header
+// value, trimmed and lower-cased, names a lane reaches that lane's server, unless it asks for an
+// upgrade to a protocol name that is not printable ASCII (400); any other reaches next. Header
+// values with control characters are left out: Traefik's HTTP server refuses them.
+func checkLaneHeader(t testing.TB, h http.Handler, in [5]string) {
+	for i := 0; i < 4; i++ {
+		for _, c := range []byte(in[i]) {
+			if c < ' ' && c != '\t' || c == 0x7f {
+				return
+			}
+		}
+	}
+	method := in[4]
+	if !fuzzMethods[method] {
+		method = http.MethodGet
+	}
+	req := httptest.NewRequest(method, "http://front.example/p", nil)
+	req.Header["X-Gray-Lane"] = []string{in[0]}
+	if in[1] != "" {
+		req.Header["X-Gray-Lane"] = []string{in[0], in[1]}
+	}
+	if in[2] != "" {
+		req.Header["Upgrade"] = []string{in[2]}
+	}
+	if in[3] != "" {
+		req.Header["Connection"] = []string{in[3]}
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	lane := strings.ToLower(strings.TrimSpace(in[0]))
+	wantStatus, wantBackend := http.StatusOK, "next"
+	if lane == "canary" || lane == "beta" {
+		wantBackend = lane
+		if hasToken(in[3], "upgrade") && !printable(in[2]) {
+			wantStatus, wantBackend = http.StatusBadRequest, ""
+		}
+	}
+	if rec.Code != wantStatus || rec.Header().Get("X-Backend") != wantBackend {
+		t.Errorf("request %q: status %d from %q, want %d from %q", in, rec.Code, rec.Header().Get("X-Backend"), wantStatus, wantBackend)
+	}
+}
+
+// hasToken reports whether the comma-separated list of a Connection header holds token.
+func hasToken(list, token string) bool {
+	for _, t := range strings.Split(list, ",") {
+		if strings.EqualFold(strings.Trim(t, " \t"), token) {
+			return true
+		}
+	}
+	return false
+}
+
+// printable reports whether s is printable ASCII.
+func printable(s string) bool {
+	for _, c := range []byte(s) {
+		if c < ' ' || c > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// laneHeaderHandler builds the dispatch of FuzzLaneHeader and TestLaneHeaderSeeds.
+func laneHeaderHandler(t testing.TB) http.Handler {
+	cfg := dispatch.CreateConfig()
+	cfg.Lanes["canary"] = laneConfig(newBackend(t, "canary").URL)
+	cfg.Lanes["beta"] = laneConfig(newBackend(t, "beta").URL)
+	cfg.Health.MaxFails = intp(0)
+	return newHandler(t, cfg)
+}
+
+func FuzzLaneHeader(f *testing.F) {
+	for _, in := range laneHeaderSeeds {
+		f.Add(in[0], in[1], in[2], in[3], in[4])
+	}
+	h := laneHeaderHandler(f)
+	f.Fuzz(func(t *testing.T, value, second, upgrade, connection, method string) {
+		checkLaneHeader(t, h, [5]string{value, second, upgrade, connection, method})
+	})
+}
+
+func TestLaneHeaderSeeds(t *testing.T) {
+	h := laneHeaderHandler(t)
+	for _, in := range laneHeaderSeeds {
+		checkLaneHeader(t, h, in)
 	}
 }
