@@ -16,6 +16,8 @@ type Config struct {
 	UnknownLane string
 	// Timeouts of the connections to the lane servers.
 	Timeouts Timeouts
+	// TLS configures the connections to https:// lane servers.
+	TLS TLS
 	// Health configures passive health checking of the lane servers.
 	Health Health
 	// ServedByHeader, when set, names a response header that tells the lane and server used.
@@ -53,6 +55,20 @@ type Timeouts struct {
 	ResponseHeader string
 	// Idle is how long an idle keep-alive connection is kept. Default 90s.
 	Idle string
+}
+
+// TLS configures the connections to https:// lane servers, like the TLS settings of a Traefik
+// serversTransport. By default the servers' certificates are checked against the system's roots.
+type TLS struct {
+	// RootCAs lists the certificate authorities the servers' certificates are checked against,
+	// instead of the system's roots: each entry is the path of a PEM file or PEM text.
+	RootCAs []string
+	// ServerName is the name sent for SNI and checked in the certificates. Default: the host
+	// of the server URL.
+	ServerName string
+	// InsecureSkipVerify accepts any certificate. For tests only: it gives up the protection TLS
+	// offers against a server that is not the one configured.
+	InsecureSkipVerify bool
 }
 
 // Health configures passive health checking: a server that fails MaxFails times within

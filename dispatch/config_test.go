@@ -137,6 +137,12 @@ func TestInvalidConfigs(t *testing.T) {
 			want: `flushInterval: "-2": must not be negative`},
 		{name: "flushInterval unit", cfg: dispatch.Config{FlushInterval: "100 ms"},
 			want: `flushInterval: "100 ms": bad duration`},
+		{name: "tls.rootCAs missing file", cfg: dispatch.Config{TLS: dispatch.TLS{RootCAs: []string{"/nonexistent/ca.pem"}}},
+			want: `tls.rootCAs[0]: "/nonexistent/ca.pem": not PEM text, and not a file that can be read: open /nonexistent/ca.pem: `},
+		{name: "tls.rootCAs empty", cfg: dispatch.Config{TLS: dispatch.TLS{RootCAs: []string{" "}}},
+			want: `tls.rootCAs[0]: " ": empty: want a PEM file path or PEM text`},
+		{name: "tls.rootCAs not a certificate", cfg: dispatch.Config{TLS: dispatch.TLS{RootCAs: []string{"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"}}},
+			want: `tls.rootCAs[0]: "-----BEGIN CERTIFICATE-----…": no PEM certificate in it`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -200,8 +200,11 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 		return nil, fmt.Errorf("health.%w", err)
 	}
 	opts.health = &health
-	if opts.timeouts, err = parseTimeouts(&cfg.Timeouts); err != nil {
+	if err = parseTimeouts(&cfg.Timeouts, &opts.transport); err != nil {
 		return nil, fmt.Errorf("timeouts.%w", err)
+	}
+	if err = parseTLS(&cfg.TLS, &opts.transport); err != nil {
+		return nil, fmt.Errorf("tls.%w", err)
 	}
 	if opts.flush, err = parseFlushInterval(cfg.FlushInterval); err != nil {
 		return nil, fmt.Errorf("flushInterval: %w", err)
@@ -225,10 +228,10 @@ func build(next http.Handler, cfg *Config) (*handler, error) {
 
 // serverOptions are the settings of a middleware that all its servers share.
 type serverOptions struct {
-	timeouts transportTimeouts
-	flush    time.Duration // the proxies' FlushInterval
-	health   *healthPolicy
-	servedBy string // canonical served-by header key, or ""
+	transport transportOptions
+	flush     time.Duration // the proxies' FlushInterval
+	health    *healthPolicy
+	servedBy  string // canonical served-by header key, or ""
 }
 
 // buildLane builds one lane; its fallback lane is linked by the caller.

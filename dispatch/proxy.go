@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -19,84 +20,6 @@ import (
 // statusClientClosedRequest is the status Traefik logs when the client went away first.
 const statusClientClosedRequest = 499
 
-// maxTransports bounds the package-level transport table.
-const maxTransports = 1024
-
-// transportTimeouts are the parsed Timeouts.
-type transportTimeouts struct {
-	dial           time.Duration
-	responseHeader time.Duration
-	idle           time.Duration
-}
-
-// parseTimeouts parses the timeouts configuration (with its defaults filled in).
-func parseTimeouts(cfg *Timeouts) (transportTimeouts, error) {
-	var t transportTimeouts
-	var err error
-	if t.dial, err = parseDuration(cfg.Dial); err != nil {
-		return t, fmt.Errorf("dial: %w", err)
-	}
-	if t.responseHeader, err = parseDuration(cfg.ResponseHeader); err != nil {
-		return t, fmt.Errorf("responseHeader: %w", err)
-	}
-	if t.idle, err = parseDuration(cfg.Idle); err != nil {
-		return t, fmt.Errorf("idle: %w", err)
-	}
-	return t, nil
-}
-
-// transportTable holds the transports shared by every middleware instance, one per server
-// address and timeouts, so that the instances Traefik builds on each reload (and never closes)
-// reuse the connection pools instead of leaving one idle pool each.
-type transportTable struct {
-	mu    sync.Mutex
-	byKey map[string]*http.Transport
-	order []string // keys, oldest first, to evict from when the table is full
-}
-
-// transports is the transport table shared by every middleware instance, across reloads.
-var transports = &transportTable{byKey: make(map[string]*http.Transport)}
-
-// sharedTransport returns the transport for u's scheme and host with timeouts t, creating it
-// when it does not exist yet.
-func sharedTransport(u *url.URL, t transportTimeouts) *http.Transport {
-	key := fmt.Sprintf("%s://%s %d %d %d", u.Scheme, u.Host, t.dial, t.responseHeader, t.idle)
-	transports.mu.Lock()
-	defer transports.mu.Unlock()
-	if tr := transports.byKey[key]; tr != nil {
-		return tr
-	}
-	if len(transports.order) >= maxTransports {
-		// The oldest transport may still serve an old instance: it keeps working, it just no
-		// longer keeps idle connections.
-		oldest := transports.order[0]
-		transports.byKey[oldest].CloseIdleConnections()
-		delete(transports.byKey, oldest)
-		transports.order = transports.order[1:]
-	}
-	tr := newTransport(t)
-	transports.byKey[key] = tr
-	transports.order = append(transports.order, key)
-	return tr
-}
-
-// newTransport returns an HTTP/1.1 transport with Traefik's defaults and the given timeouts.
-func newTransport(t transportTimeouts) *http.Transport {
-	dialer := &net.Dialer{Timeout: t.dial, KeepAlive: 15 * time.Second}
-	return &http.Transport{
-		Proxy: http.ProxyFromEnvironment,
-		// Not the method value dialer.DialContext: Yaegi rejects the method value of a compiled type.
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return dialer.DialContext(ctx, network, addr)
-		},
-		MaxIdleConnsPerHost:   200,
-		IdleConnTimeout:       t.idle,
-		ResponseHeaderTimeout: t.responseHeader,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-	}
-}
-
 // newProxy returns the reverse proxy of server s at target. Its Director is the compiled one of
 // httputil.NewSingleHostReverseProxy: Yaegi makes every call from compiled code into the plugin
 // costly, so a request calls back into the plugin only for its copy buffer (BufferPool's Get and
@@ -105,7 +28,7 @@ func newTransport(t transportTimeouts) *http.Transport {
 func newProxy(s *server, target *url.URL, opts *serverOptions) *httputil.ReverseProxy {
 	p := &httputil.ReverseProxy{
 		Director:       httputil.NewSingleHostReverseProxy(target).Director,
-		Transport:      sharedTransport(target, opts.timeouts),
+		Transport:      sharedTransport(target, &opts.transport),
 		FlushInterval:  opts.flush,
 		BufferPool:     buffers,
 		ModifyResponse: checkResponse(s), //nolint:bodyclose // ReverseProxy closes the responses it passes
@@ -337,6 +260,9 @@ func (s *server) proxyError(rw http.ResponseWriter, req *http.Request, err error
 		writeError(rw, http.StatusBadGateway)
 		return
 	}
+	if certificateError(err) {
+		logRarely(errorLog, "lane %s: %s: %v (see tls.rootCAs and tls.serverName)", s.lane, s.key, err)
+	}
 	fail(s)
 	if !replayable(req, err) {
 		writeError(rw, errorStatus(err))
@@ -391,6 +317,16 @@ func replayable(req *http.Request, err error) bool {
 	}
 	hasKey := req.Header["Idempotency-Key"] != nil || req.Header["X-Idempotency-Key"] != nil
 	return (req.Body == nil || req.ContentLength == 0) && (idempotent[req.Method] || hasKey)
+}
+
+// certificateError reports whether err is a failure of the TLS handshake that the
+// configuration has to mend: the server's certificate could not be verified, or the server does
+// not speak TLS. proxyError logs those (as Traefik logs its own at error level), since every
+// request to the server fails the same way.
+func certificateError(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var record tls.RecordHeaderError
+	return errors.As(err, &verify) || errors.As(err, &record)
 }
 
 // idempotent holds the idempotent methods of RFC 9110.

@@ -1,11 +1,16 @@
 package dispatch_test
 
 import (
+	"encoding/pem"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/graylane/graylane/dispatch"
 )
 
 // connCounter counts the connections a server accepted.
@@ -62,5 +67,45 @@ func TestTransportsAreShared(t *testing.T) {
 	serve(newHandler(t, cfg), "canary")
 	if n := conns.count(); n != shared+1 {
 		t.Fatalf("%d connections, want %d", n, shared+1)
+	}
+}
+
+func TestTLSServers(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("X-Backend", "tls")
+	}))
+	t.Cleanup(srv.Close)
+	caPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, []byte(caPEM), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name       string
+		tls        dispatch.TLS
+		wantStatus int
+	}{
+		{"system roots", dispatch.TLS{}, http.StatusBadGateway},
+		{"rootCAs PEM text", dispatch.TLS{RootCAs: []string{caPEM}}, http.StatusOK},
+		{"rootCAs file", dispatch.TLS{RootCAs: []string{caFile}}, http.StatusOK},
+		{"serverName in the certificate", dispatch.TLS{RootCAs: []string{caFile}, ServerName: "example.com"}, http.StatusOK},
+		{"serverName not in the certificate", dispatch.TLS{RootCAs: []string{caFile}, ServerName: "other.test"}, http.StatusBadGateway},
+		{"insecureSkipVerify", dispatch.TLS{InsecureSkipVerify: true}, http.StatusOK},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := healthOff()
+			cfg.TLS = tc.tls
+			lane := laneConfig(srv.URL)
+			lane.Fallback = "none"
+			cfg.Lanes["canary"] = lane
+			rec := serve(newHandler(t, cfg), "canary")
+			if rec.Code != tc.wantStatus {
+				t.Fatalf("status %d, want %d", rec.Code, tc.wantStatus)
+			}
+			if tc.wantStatus == http.StatusOK && rec.Header().Get("X-Backend") != "tls" {
+				t.Fatalf("answered by %q", rec.Header().Get("X-Backend"))
+			}
+		})
 	}
 }

@@ -69,6 +69,7 @@ http:
               fallback: none
           unknownLane: reject
           timeouts: {dial: 2s, responseHeader: 30s}
+          tls: {rootCAs: [/etc/traefik/ca.pem], serverName: api.internal, insecureSkipVerify: true}
           health: {maxFails: 5, window: 20s}
           servedByHeader: X-Gray-Upstream
           flushInterval: "-1"
@@ -131,6 +132,7 @@ const paerserTOML = `
   servedByHeader = "X-Gray-Upstream"
   flushInterval = "-1"
   timeouts = { dial = "2s", responseHeader = "30s" }
+  tls = { rootCAs = ["/etc/traefik/ca.pem"], serverName = "api.internal", insecureSkipVerify = true }
   health = { maxFails = 5, window = "20s" }
   [http.middlewares.gray-dispatch.plugin.graylane-dispatch.lanes.canary]
     passHostHeader = false
@@ -197,6 +199,9 @@ var paerserLabels = map[string]string{
 	"traefik.http.middlewares.gray-dispatch.plugin.graylane-dispatch.unknownLane":                    "reject",
 	"traefik.http.middlewares.gray-dispatch.plugin.graylane-dispatch.timeouts.dial":                  "2s",
 	"traefik.http.middlewares.gray-dispatch.plugin.graylane-dispatch.timeouts.responseHeader":        "30s",
+	"traefik.http.middlewares.gray-dispatch.plugin.graylane-dispatch.tls.rootCAs[0]":                 "/etc/traefik/ca.pem",
+	"traefik.http.middlewares.gray-dispatch.plugin.graylane-dispatch.tls.serverName":                 "api.internal",
+	"traefik.http.middlewares.gray-dispatch.plugin.graylane-dispatch.tls.insecureSkipVerify":         "true",
 	"traefik.http.middlewares.gray-dispatch.plugin.graylane-dispatch.health.maxFails":                "5",
 	"traefik.http.middlewares.gray-dispatch.plugin.graylane-dispatch.health.window":                  "20s",
 	"traefik.http.middlewares.gray-dispatch.plugin.graylane-dispatch.servedByHeader":                 "X-Gray-Upstream",
@@ -352,6 +357,7 @@ func wantDispatch() *dispatch.Config {
 	c.UnknownLane = "reject"
 	c.Timeouts.Dial = "2s"
 	c.Timeouts.ResponseHeader = "30s"
+	c.TLS = dispatch.TLS{RootCAs: []string{"/etc/traefik/ca.pem"}, ServerName: "api.internal", InsecureSkipVerify: true}
 	c.Health.MaxFails = ptr(5)
 	c.Health.Window = "20s"
 	c.ServedByHeader = "X-Gray-Upstream"
