@@ -1,9 +1,18 @@
 package e2e_test
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,8 +55,8 @@ http:
 `)
 }
 
-// TestDispatchInTraefik checks dispatch's weights, streamed uploads and configuration errors in
-// a real Traefik.
+// TestDispatchInTraefik checks dispatch's weights, streamed uploads, retries, https servers and
+// configuration errors in a real Traefik.
 func TestDispatchInTraefik(t *testing.T) {
 	stable := harness.StartBackend(t, "stable")
 	c1 := harness.StartBackend(t, "c1")
@@ -98,6 +107,44 @@ func TestDispatchInTraefik(t *testing.T) {
 		}
 	})
 
+	t.Run("https servers checked against tls.rootCAs", func(t *testing.T) {
+		certFile, keyFile := selfSignedCertificate(t)
+		secure := harness.StartBackend(t, "secure", "-tls-cert", certFile, "-tls-key", keyFile)
+		tr.WriteDynamicFile(t, "tls.yml", strings.NewReplacer("{{secure}}", secure.URL, "{{ca}}", certFile).Replace(`
+http:
+  routers:
+    trusted:
+      rule: Host(`+"`trusted.test`"+`)
+      entryPoints: [web]
+      service: stable
+      middlewares: [gray-trusted]
+    untrusted:
+      rule: Host(`+"`untrusted.test`"+`)
+      entryPoints: [web]
+      service: stable
+      middlewares: [gray-untrusted]
+  middlewares:
+    gray-trusted:
+      plugin:
+        graylane-dispatch:
+          lanes: {secure: {servers: [{url: "{{secure}}"}], fallback: none}}
+          tls: {rootCAs: ["{{ca}}"]}
+    gray-untrusted:
+      plugin:
+        graylane-dispatch:
+          lanes: {secure: {servers: [{url: "{{secure}}"}], fallback: none}}
+`))
+		tr.WaitRouter(t, "trusted", 30*time.Second)
+		tr.WaitRouter(t, "untrusted", 30*time.Second)
+		if r := harness.Do(t, "GET", tr.URL+"/", map[string]string{"Host": "trusted.test", "X-Gray-Lane": "secure"}, nil); r.Status != http.StatusOK || r.Backend() != "secure" {
+			t.Fatalf("with the CA in tls.rootCAs: %d from %q: %s", r.Status, r.Backend(), r.Body)
+		}
+		if r := harness.Do(t, "GET", tr.URL+"/", map[string]string{"Host": "untrusted.test", "X-Gray-Lane": "secure"}, nil); r.Status != http.StatusBadGateway {
+			t.Fatalf("with the system's roots: %d from %q, want 502", r.Status, r.Backend())
+		}
+		tr.WaitLog(t, "failed to verify certificate", 10*time.Second)
+	})
+
 	t.Run("bad dispatch configuration", func(t *testing.T) {
 		tr.WriteDynamicFile(t, "bad.yml", `
 http:
@@ -124,6 +171,44 @@ http:
 			t.Fatalf("router app answered %d while another router's configuration was bad", got.Status)
 		}
 	})
+}
+
+// selfSignedCertificate writes a self-signed certificate for 127.0.0.1 and its key into PEM
+// files and returns their paths. The certificate is its own authority: trusting it (tls.rootCAs)
+// is what lets a client verify it.
+func selfSignedCertificate(t *testing.T) (certFile, keyFile string) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	template := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "graylane e2e"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, template, template, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }
 
 // zeros is an endless stream of zero bytes.

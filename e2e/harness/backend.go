@@ -16,7 +16,7 @@ import (
 type Backend struct {
 	// Name is reported as "backend" in every JSON answer.
 	Name string
-	// URL is http://127.0.0.1:<port>.
+	// URL is http://127.0.0.1:<port> (https:// when the backend serves TLS).
 	URL string
 
 	cmd      *exec.Cmd
@@ -74,12 +74,13 @@ func buildBackend() (string, error) {
 	return out, nil
 }
 
-// StartBackend starts e2e/cmd/backend as a separate process on a free loopback port and
-// registers a Cleanup that stops it. See e2e/cmd/backend for what it answers.
-func StartBackend(tb testing.TB, name string) *Backend {
+// StartBackend starts e2e/cmd/backend as a separate process on a free loopback port, with the
+// extra command-line flags given, and registers a Cleanup that stops it. See e2e/cmd/backend for
+// what it answers.
+func StartBackend(tb testing.TB, name string, flags ...string) *Backend {
 	tb.Helper()
 	b := &Backend{Name: name, done: make(chan struct{})}
-	b.cmd = exec.Command(BackendBinary(tb), "-name", name)
+	b.cmd = exec.Command(BackendBinary(tb), append([]string{"-name", name}, flags...)...)
 	b.cmd.SysProcAttr = childAttr()
 	stdin, err := b.cmd.StdinPipe() // closed when we die: the backend exits
 	if err != nil {

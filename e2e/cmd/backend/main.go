@@ -1,6 +1,7 @@
 // Command backend is the HTTP server the end-to-end tests put behind Traefik. It listens on
 // a loopback port, prints "listening on http://127.0.0.1:<port>" on stdout, and exits when its
-// standard input is closed (so it never outlives the test process that started it).
+// standard input is closed (so it never outlives the test process that started it). With
+// -tls-cert and -tls-key (PEM files) it serves HTTPS and prints an https:// URL.
 //
 // Every path answers a JSON description of the request:
 //
@@ -35,13 +36,19 @@ import (
 func main() {
 	name := flag.String("name", "backend", "name reported in every answer")
 	addr := flag.String("addr", "127.0.0.1:0", "listen address")
+	certFile := flag.String("tls-cert", "", "certificate PEM file: serve HTTPS")
+	keyFile := flag.String("tls-key", "", "private key PEM file of -tls-cert")
 	flag.Parse()
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Printf("listening on http://%s\n", ln.Addr())
+	scheme := "http"
+	if *certFile != "" {
+		scheme = "https"
+	}
+	fmt.Printf("listening on %s://%s\n", scheme, ln.Addr())
 
 	// Exit when the parent closes our stdin or dies.
 	go func() {
@@ -50,6 +57,10 @@ func main() {
 	}()
 
 	srv := &http.Server{Handler: &server{name: *name}, ReadHeaderTimeout: 10 * time.Second}
+	if *certFile != "" {
+		srv.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are what some tests want
+		log.Fatal(srv.ServeTLS(ln, *certFile, *keyFile))
+	}
 	log.Fatal(srv.Serve(ln))
 }
 
