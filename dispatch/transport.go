@@ -132,7 +132,10 @@ func sharedTransport(u *url.URL, t *transportOptions) *http.Transport {
 	return tr
 }
 
-// newTransport returns an HTTP/1.1 transport with Traefik's defaults and the given options.
+// newTransport returns a transport with Traefik's defaults and the given options: HTTP/1.1 to
+// http:// servers, and HTTP/2 to https:// servers that offer it (negotiated in the TLS
+// handshake), as Traefik does unless disableHTTP2 is set; the transport sends a protocol upgrade
+// (WebSocket) over HTTP/1.1 all the same.
 func newTransport(t *transportOptions) *http.Transport {
 	dialer := &net.Dialer{Timeout: t.dial, KeepAlive: 15 * time.Second}
 	tr := &http.Transport{
@@ -146,6 +149,7 @@ func newTransport(t *transportOptions) *http.Transport {
 		ResponseHeaderTimeout: t.responseHeader,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
+		ForceAttemptHTTP2:     true, // needed with a DialContext of our own
 	}
 	if t.tls != nil {
 		tr.TLSClientConfig = t.tls.Clone()
