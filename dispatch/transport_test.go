@@ -111,10 +111,14 @@ func TestTLSServers(t *testing.T) {
 }
 
 // TestHTTP2ToHTTPSServers checks that an https server that offers HTTP/2 is spoken to in HTTP/2, as
-// Traefik does, while a WebSocket upgrade to it still goes over HTTP/1.1.
+// Traefik does, with its trailers passed on (what a gRPC server needs), while a WebSocket upgrade
+// to it still goes over HTTP/1.1.
 func TestHTTP2ToHTTPSServers(t *testing.T) {
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
 		rw.Header().Set("X-Seen-Proto", req.Proto)
+		rw.Header().Set("Trailer", "Grpc-Status") // as a gRPC server answers
+		_, _ = rw.Write([]byte("message"))
+		rw.Header().Set("Grpc-Status", "0")
 	}))
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
@@ -123,14 +127,18 @@ func TestHTTP2ToHTTPSServers(t *testing.T) {
 	cfg.TLS.RootCAs = []string{string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))}
 	cfg.Lanes["canary"] = laneConfig(srv.URL)
 	h := newHandler(t, cfg)
-	if rec := serve(h, "canary"); rec.Code != http.StatusOK || rec.Header().Get("X-Seen-Proto") != "HTTP/2.0" {
+	rec := serve(h, "canary")
+	if rec.Code != http.StatusOK || rec.Header().Get("X-Seen-Proto") != "HTTP/2.0" {
 		t.Fatalf("status %d, protocol at the server %q, want HTTP/2.0", rec.Code, rec.Header().Get("X-Seen-Proto"))
+	}
+	if got := rec.Result().Trailer.Get("Grpc-Status"); got != "0" || rec.Body.String() != "message" {
+		t.Fatalf("body %q, trailer Grpc-Status %q, want the message and 0", rec.Body.String(), got)
 	}
 	req := httptest.NewRequest(http.MethodGet, "http://front.example/", nil)
 	req.Header.Set("X-Gray-Lane", "canary")
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", "websocket")
-	rec := httptest.NewRecorder()
+	rec = httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	if got := rec.Header().Get("X-Seen-Proto"); got != "HTTP/1.1" {
 		t.Fatalf("an upgrade reached the server in %q, want HTTP/1.1", got)
