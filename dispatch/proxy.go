@@ -93,7 +93,8 @@ var (
 )
 
 // prepare returns a copy of req for the lane's servers when req needs more than the proxy does:
-// X-Forwarded-Host and X-Forwarded-Proto where they are missing; for a protocol upgrade or a
+// X-Forwarded-Host and X-Forwarded-Proto where they are missing; for a protocol upgrade, the
+// WebSocket headers spelled as RFC 6455 does (see webSocketKeys); for a protocol upgrade or a
 // request with a body, the state that proxyError reads (see requestState); for a request with a
 // body, a body that the proxy and the transport cannot close, so that after a failure to connect
 // (when nothing has read it) the request can go to another server (the server that received the
@@ -114,8 +115,12 @@ func prepare(req *http.Request) *http.Request {
 		state.body = http.MaxBytesReader(nil, req.Body, math.MaxInt64)
 		out.Body = io.NopCloser(state.body)
 	}
-	if len(req.Header["X-Forwarded-Host"]) == 0 || len(req.Header["X-Forwarded-Proto"]) == 0 {
+	missing := len(req.Header["X-Forwarded-Host"]) == 0 || len(req.Header["X-Forwarded-Proto"]) == 0
+	if missing || req.Header["Upgrade"] != nil {
 		out.Header = req.Header.Clone()
+		spellWebSocketKeys(out.Header)
+	}
+	if missing {
 		if len(out.Header["X-Forwarded-Host"]) == 0 {
 			out.Header.Set("X-Forwarded-Host", req.Host)
 		}
@@ -124,6 +129,28 @@ func prepare(req *http.Request) *http.Request {
 		}
 	}
 	return out
+}
+
+// webSocketKeys pairs the keys of the WebSocket handshake headers as Go stores them with their
+// spelling in RFC 6455. Header names are case-insensitive, but some WebSocket servers compare
+// them case-sensitively: Traefik's own proxy sends the RFC's spelling, and so does dispatch.
+var webSocketKeys = [][2]string{
+	{"Sec-Websocket-Key", "Sec-WebSocket-Key"},
+	{"Sec-Websocket-Extensions", "Sec-WebSocket-Extensions"},
+	{"Sec-Websocket-Accept", "Sec-WebSocket-Accept"},
+	{"Sec-Websocket-Protocol", "Sec-WebSocket-Protocol"},
+	{"Sec-Websocket-Version", "Sec-WebSocket-Version"},
+}
+
+// spellWebSocketKeys gives the WebSocket handshake headers of h the spelling of RFC 6455. Go's
+// transport writes a header key as it is stored, so the server receives that spelling.
+func spellWebSocketKeys(h http.Header) {
+	for _, keys := range webSocketKeys {
+		if values, ok := h[keys[0]]; ok {
+			delete(h, keys[0])
+			h[keys[1]] = values
+		}
+	}
 }
 
 // badUpgrade reports whether req asks for a protocol upgrade to a name that is not printable

@@ -214,6 +214,60 @@ func TestWebSocketUpgrade(t *testing.T) {
 	}
 }
 
+// TestWebSocketKeysSpelled checks that the WebSocket handshake headers reach the server spelled as
+// RFC 6455 spells them (Sec-WebSocket-Key), as Traefik's proxy sends them, not in Go's canonical
+// form (Sec-Websocket-Key): some servers compare them case-sensitively.
+func TestWebSocketKeysSpelled(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	head := make(chan string, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			head <- err.Error()
+			return
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(streamTimeout))
+		r := bufio.NewReader(conn)
+		var lines []string
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil || line == "\r\n" {
+				break
+			}
+			lines = append(lines, strings.TrimRight(line, "\r\n"))
+		}
+		_, _ = io.WriteString(conn, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+		head <- strings.Join(lines, "\n")
+	}()
+	cfg := healthOff()
+	cfg.Lanes["canary"] = laneConfig("http://" + ln.Addr().String())
+	req := httptest.NewRequest(http.MethodGet, "http://front.example/chat", nil)
+	for _, kv := range [][2]string{{"X-Gray-Lane", "canary"}, {"Connection", "Upgrade"}, {"Upgrade", "websocket"},
+		{"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="}, {"Sec-WebSocket-Version", "13"},
+		{"Sec-WebSocket-Protocol", "chat"}, {"Sec-WebSocket-Extensions", "permessage-deflate"}} {
+		req.Header.Set(kv[0], kv[1])
+	}
+	newHandler(t, cfg).ServeHTTP(httptest.NewRecorder(), req)
+	got := ""
+	select {
+	case h := <-head: // not "case got = <-head": Yaegi panics on it (reflect.Select: invalid Dir)
+		got = h
+	case <-time.After(streamTimeout):
+		t.Fatal("the server received no request")
+	}
+	for _, want := range []string{"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13",
+		"Sec-WebSocket-Protocol: chat", "Sec-WebSocket-Extensions: permessage-deflate"} {
+		if !strings.Contains(got, "\n"+want) {
+			t.Errorf("the server received no line %q in\n%s", want, got)
+		}
+	}
+}
+
 // webSocketEcho upgrades a connection to front to a WebSocket of lane canary and checks the echo.
 func webSocketEcho(t *testing.T, front string) {
 	t.Helper()
