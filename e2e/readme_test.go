@@ -591,3 +591,96 @@ func TestReadmeSyntaxesBroken(t *testing.T) {
 		})
 	}
 }
+
+// TestReadmeObservability runs the README's access log configuration in a real Traefik and
+// checks what the README says a lane request and a stable one leave in the access log and in the
+// Prometheus metrics.
+func TestReadmeObservability(t *testing.T) {
+	static := map[string]any{}
+	if err := yaml.Unmarshal([]byte(readmeBlocks(t, "static")["observability"]), &static); err != nil {
+		t.Fatalf("README static block observability: %v", err)
+	}
+	accessLog, ok := static["accessLog"].(map[string]any)
+	if !ok {
+		t.Fatal("README static block observability has no accessLog")
+	}
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	accessLog["filePath"] = logFile
+	static["metrics"] = map[string]any{"prometheus": map[string]any{"addRoutersLabels": true}}
+	extra, err := yaml.Marshal(static)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stable, canary := harness.StartBackend(t, "stable"), harness.StartBackend(t, "canary")
+	tr := harness.StartTraefik(t, harness.TraefikOptions{ExtraStatic: string(extra), Dynamic: strings.NewReplacer(
+		"{{stable}}", stable.URL, "{{canary}}", canary.URL).Replace(`
+http:
+  routers:
+    app:
+      rule: PathPrefix(` + "`/`" + `)
+      entryPoints: [web]
+      service: stable
+      middlewares: [gray-mark, gray-dispatch]
+  services:
+    stable:
+      loadBalancer:
+        servers: [{url: "{{stable}}"}]
+  middlewares:
+    gray-mark:
+      plugin:
+        graylane-mark:
+          identity: {header: X-User-Id}
+          ruleHeader: X-Gray-Rule
+          rules: [{name: testers, lane: canary, users: ["1001"]}]
+    gray-dispatch:
+      plugin:
+        graylane-dispatch:
+          servedByHeader: X-Gray-Upstream
+          lanes: {canary: {servers: [{url: "{{canary}}"}]}}
+`)})
+	tr.WaitRouter(t, "app", 60*time.Second)
+	for _, user := range []string{"1001", "2002"} {
+		if r := harness.Do(t, "GET", tr.URL+"/", map[string]string{"X-User-Id": user}, nil); r.Status != http.StatusOK {
+			t.Fatalf("user %s: status %d", user, r.Status)
+		}
+	}
+
+	// Traefik writes access log lines asynchronously; wait for both.
+	var lines []map[string]any
+	for deadline := time.Now().Add(10 * time.Second); len(lines) < 2 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		data, _ := os.ReadFile(logFile)
+		lines = nil
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			entry := map[string]any{}
+			if json.Unmarshal([]byte(line), &entry) == nil {
+				lines = append(lines, entry)
+			}
+		}
+	}
+	if len(lines) != 2 {
+		t.Fatalf("access log has %d lines, want 2", len(lines))
+	}
+	lane, stableLine := lines[0], lines[1]
+	if lane["request_X-Gray-Lane"] != "canary" || lane["downstream_X-Gray-Upstream"] != "canary "+canary.URL ||
+		lane["downstream_X-Gray-Rule"] != "testers" || lane["ServiceName"] != nil || lane["RouterName"] != "app@file" {
+		t.Errorf("access log of the lane request: %v", lane)
+	}
+	if stableLine["request_X-Gray-Lane"] != nil || stableLine["ServiceName"] != "stable@file" {
+		t.Errorf("access log of the stable request: %v", stableLine)
+	}
+
+	resp, err := harness.Client.Get(tr.APIURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`traefik_router_requests_total{code="200",method="GET",protocol="http",router="app@file",service="stable@file"} 2`,
+		`traefik_service_requests_total{code="200",method="GET",protocol="http",service="stable@file"} 1`,
+	} {
+		if !strings.Contains(string(body), want+"\n") {
+			t.Errorf("metrics have no line %s", want)
+		}
+	}
+}
