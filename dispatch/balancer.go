@@ -24,6 +24,8 @@ type server struct {
 	// proxy is the server's *httputil.ReverseProxy, kept as an http.Handler: under Yaegi a call
 	// through the interface costs one allocation less than one of the pointer's method.
 	proxy http.Handler
+	// stickyCookie is the Set-Cookie header value that names the server, in a sticky lane.
+	stickyCookie []string
 }
 
 // balancer picks a lane's servers by smooth weighted round robin, the algorithm of nginx and of
@@ -91,7 +93,8 @@ func period(servers []*server) int {
 }
 
 // pick returns the next server of a balancer of several servers to pick while the health table
-// holds no record (serveLane takes the only one itself and calls pickAvailable otherwise). It and
+// holds no record (serveLane takes the only one itself; pickServer calls pickAvailable otherwise,
+// and pickSticky for a sticky lane). It and
 // the other functions of the request path are plain functions, not methods, and compute few
 // intermediate values: under Yaegi a method call costs several times a function call, and every
 // value a function computes (taken branch or not) costs an allocation per call. A lane with a
@@ -105,7 +108,8 @@ func pick(b *balancer) *server {
 }
 
 // pickAvailable returns the next server of b that is not down, or nil when there is none, while
-// the health table holds records (of any lane: serveLane does not look whether b checks health).
+// the health table holds records (of any lane: pickServer does not look whether b checks health),
+// and for a sticky lane's client without a valid cookie.
 // A lane with one server to pick takes it when it is not down, without a lock: smooth weighted
 // round robin always picks it and keeps its current weight at 0. Other lanes are left to
 // pickSeveral, whose values the one-server lanes thus do not pay for. (s is a named result: under

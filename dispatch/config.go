@@ -37,6 +37,34 @@ type Lane struct {
 	// "next" (default) is the router's own service, "none" answers 502, any other value
 	// names another lane.
 	Fallback string
+	// Sticky, when set, keeps a client on the server it was first sent to, by a cookie, like
+	// the sticky sessions of a Traefik load balancer.
+	Sticky *Sticky
+}
+
+// Sticky configures the sticky sessions of a lane.
+type Sticky struct {
+	// Cookie is the cookie that names the client's server.
+	Cookie StickyCookie
+}
+
+// StickyCookie is the cookie of a lane's sticky sessions, with the field names of Traefik's
+// sticky.cookie. Its value is a hash of the server's URL.
+type StickyCookie struct {
+	// Name is the cookie's name. Default graylane_<lane>.
+	Name string
+	// Secure sends the cookie over HTTPS only.
+	Secure bool
+	// HTTPOnly hides the cookie from scripts.
+	HTTPOnly bool
+	// SameSite is none, lax or strict; empty sends no SameSite attribute.
+	SameSite string
+	// MaxAge is the cookie's lifetime in seconds; 0 (default) makes it a session cookie.
+	MaxAge int
+	// Path is the cookie's path. Default /.
+	Path *string
+	// Domain is the cookie's domain; empty (default) makes it a host-only cookie.
+	Domain string
 }
 
 // Server is one upstream server of a lane.

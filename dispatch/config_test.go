@@ -22,6 +22,14 @@ func withFallback(fallback string) dispatch.Lane {
 	return l
 }
 
+// stickyWith returns a valid lane with sticky sessions by the given cookie.
+func stickyWith(cookie dispatch.StickyCookie) dispatch.Lane {
+	return dispatch.Lane{Servers: oneServer.Servers, Sticky: &dispatch.Sticky{Cookie: cookie}}
+}
+
+// strp returns a pointer to s.
+func strp(s string) *string { return &s }
+
 func TestCreateConfigDefaults(t *testing.T) {
 	cfg := dispatch.CreateConfig()
 	if cfg.Header != "X-Gray-Lane" || cfg.UnknownLane != "next" || cfg.FlushInterval != "100ms" {
@@ -137,6 +145,16 @@ func TestInvalidConfigs(t *testing.T) {
 			want: `flushInterval: "-2": must not be negative`},
 		{name: "flushInterval unit", cfg: dispatch.Config{FlushInterval: "100 ms"},
 			want: `flushInterval: "100 ms": bad duration`},
+		{name: "sticky.cookie.name", cfg: dispatch.Config{Lanes: map[string]dispatch.Lane{"canary": stickyWith(dispatch.StickyCookie{Name: "a b"})}},
+			want: `lanes.canary.sticky.cookie.name: "a b": not a valid header name`},
+		{name: "sticky.cookie.sameSite", cfg: dispatch.Config{Lanes: map[string]dispatch.Lane{"canary": stickyWith(dispatch.StickyCookie{SameSite: "loose"})}},
+			want: `lanes.canary.sticky.cookie.sameSite: "loose": must be none, lax or strict`},
+		{name: "sticky.cookie.maxAge", cfg: dispatch.Config{Lanes: map[string]dispatch.Lane{"canary": stickyWith(dispatch.StickyCookie{MaxAge: -1})}},
+			want: `lanes.canary.sticky.cookie.maxAge: -1: must not be negative`},
+		{name: "sticky.cookie.path", cfg: dispatch.Config{Lanes: map[string]dispatch.Lane{"canary": stickyWith(dispatch.StickyCookie{Path: strp("app")})}},
+			want: `lanes.canary.sticky.cookie.path: "app": must start with /`},
+		{name: "sticky.cookie.domain", cfg: dispatch.Config{Lanes: map[string]dispatch.Lane{"canary": stickyWith(dispatch.StickyCookie{Domain: "bad domain"})}},
+			want: `lanes.canary.sticky.cookie.domain: "bad domain": `},
 		{name: "tls.rootCAs missing file", cfg: dispatch.Config{TLS: dispatch.TLS{RootCAs: []string{"/nonexistent/ca.pem"}}},
 			want: `tls.rootCAs[0]: "/nonexistent/ca.pem": not PEM text, and not a file that can be read: open /nonexistent/ca.pem: `},
 		{name: "tls.rootCAs empty", cfg: dispatch.Config{TLS: dispatch.TLS{RootCAs: []string{" "}}},

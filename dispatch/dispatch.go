@@ -36,8 +36,9 @@ type lane struct {
 	name     string
 	passHost bool
 	balancer *balancer
-	// only is balancer.only, the lane's one server to pick or nil, kept here too: serveLane
-	// reads it on every request, and under Yaegi l.balancer.only is one value more to compute.
+	// only is balancer.only, the lane's one server to pick or nil, kept here too (nil for a
+	// sticky lane): serveLane reads it on every request, and under Yaegi l.balancer.only is one
+	// value more to compute.
 	only *server
 	// fallback is fallbackNext, fallbackNone or the name of fallbackLane.
 	fallback     string
@@ -49,6 +50,8 @@ type lane struct {
 	// mutually recursive types).
 	servedByKey string
 	next        http.Handler
+	// sticky is the lane's sticky sessions, or nil.
+	sticky *stickiness
 }
 
 // New validates the configuration, fills in its defaults and builds the middleware.
@@ -253,6 +256,14 @@ func buildLane(name string, cfg Lane, opts *serverOptions) (*lane, error) {
 	}
 	l.balancer = newBalancer(servers, opts.health)
 	l.only = l.balancer.only
+	if cfg.Sticky != nil {
+		st, err := buildSticky(name, &cfg.Sticky.Cookie, servers, l.balancer)
+		if err != nil {
+			return nil, fmt.Errorf("sticky.cookie.%w", err)
+		}
+		l.sticky = st
+		l.only = nil // every request of a sticky lane goes through pickSticky
+	}
 	return l, nil
 }
 
@@ -394,13 +405,12 @@ func serveValue(h *handler, value string, rw http.ResponseWriter, req *http.Requ
 // passes an interim 1xx response on to the client: then the mark is gone, and proxyError knows
 // that the client has seen something.) A mark without a value is never written to the client:
 // HTTP/1, HTTP/2 and HTTP/3 all write a header once per value. A lane with one server to pick
-// takes it at once while the health table holds no record.
+// (and no sticky sessions) takes it at once while the health table holds no record; any other
+// lane asks pickServer, a call that the lanes with one server do not pay for.
 func serveLane(l *lane, rw http.ResponseWriter, req *http.Request) {
 	s := l.only
-	if atomic.LoadInt64(healthSize) != 0 {
-		s = pickAvailable(l.balancer)
-	} else if s == nil {
-		s = pick(l.balancer)
+	if s == nil || atomic.LoadInt64(healthSize) != 0 {
+		s = pickServer(l, rw, req)
 	}
 	if s == nil {
 		serveFallback(l, rw, req)
@@ -436,6 +446,9 @@ func retry(l *lane, first *server, rw http.ResponseWriter, req *http.Request) {
 			return
 		}
 		out[retryMark] = pendingMark
+		if l.sticky != nil {
+			stickTo(l.sticky, rw, s)
+		}
 		if l.passHost {
 			s.proxy.ServeHTTP(rw, req)
 		} else {
@@ -443,6 +456,19 @@ func retry(l *lane, first *server, rw http.ResponseWriter, req *http.Request) {
 		}
 	}
 	delete(out, retryMark)
+}
+
+// pickServer returns the server of l for req, or nil when none is available, for a lane without
+// one server to pick or while the health table holds records: a sticky lane's is the one the
+// client's cookie names (see pickSticky); otherwise the balancer's next.
+func pickServer(l *lane, rw http.ResponseWriter, req *http.Request) *server {
+	if l.sticky != nil {
+		return pickSticky(l.sticky, rw, req)
+	}
+	if atomic.LoadInt64(healthSize) != 0 {
+		return pickAvailable(l.balancer)
+	}
+	return pick(l.balancer)
 }
 
 // forwardHost sends req to s with s's host as Host, for a lane that does not pass the client's.

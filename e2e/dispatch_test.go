@@ -24,7 +24,7 @@ import (
 // dispatchConfig: router app → service stable through dispatch alone (the lane header comes from
 // the client, as behind an edge that marked it); lane canary has two servers weighted 3:1; lane
 // refused has a server that refuses connections (passive health off, so it is tried every other
-// request) and c2.
+// request) and c2; lane sticky has c1 and c2 with sticky sessions.
 func dispatchConfig(stable, c1, c2 *harness.Backend) string {
 	return strings.NewReplacer("STABLE", stable.URL, "C1", c1.URL, "C2", c2.URL).Replace(`
 http:
@@ -51,6 +51,9 @@ http:
               servers:
                 - {url: "http://127.0.0.1:1"}
                 - {url: "C2"}
+            sticky:
+              servers: [{url: "C1"}, {url: "C2"}]
+              sticky: {cookie: {httpOnly: true}}
           health: {maxFails: 0}
 `)
 }
@@ -103,6 +106,29 @@ func TestDispatchInTraefik(t *testing.T) {
 			r := harness.Do(t, "POST", tr.URL+"/upload", map[string]string{"X-Gray-Lane": "refused"}, body)
 			if r.Status != http.StatusOK || r.Backend() != "c2" || r.JSON["bytes"] != float64(len(body)) {
 				t.Fatalf("POST %d: %d from %q: %s", i, r.Status, r.Backend(), r.Body)
+			}
+		}
+	})
+
+	t.Run("sticky sessions", func(t *testing.T) {
+		cookies := map[string]string{}
+		for i := 0; i < 2; i++ {
+			r := harness.Do(t, "GET", tr.URL+"/", map[string]string{"X-Gray-Lane": "sticky"}, nil)
+			set := r.Header.Get("Set-Cookie")
+			if r.Status != http.StatusOK || !strings.HasPrefix(set, "graylane_sticky=") || !strings.Contains(set, "; HttpOnly") {
+				t.Fatalf("request %d without a cookie: %d from %q, Set-Cookie %q", i, r.Status, r.Backend(), set)
+			}
+			cookies[r.Backend()] = strings.SplitN(set, ";", 2)[0]
+		}
+		if len(cookies) != 2 {
+			t.Fatalf("two clients without a cookie went to %v, want c1 and c2", cookies)
+		}
+		for backend, cookie := range cookies {
+			for i := 0; i < 10; i++ {
+				r := harness.Do(t, "GET", tr.URL+"/", map[string]string{"X-Gray-Lane": "sticky", "Cookie": cookie}, nil)
+				if r.Backend() != backend || r.Header.Get("Set-Cookie") != "" {
+					t.Fatalf("cookie %s: answered by %q (Set-Cookie %q), want %s", cookie, r.Backend(), r.Header.Get("Set-Cookie"), backend)
+				}
 			}
 		}
 	})

@@ -310,6 +310,7 @@ lanes:
   scheduled: {servers: [{url: "`+canary.URL+`", weight: 3}, {url: "`+beta.URL+`", weight: 1}]}
   long: {servers: [{url: "`+canary.URL+`", weight: 1000}, {url: "`+beta.URL+`", weight: 999}]}
   failing: {servers: [{url: "`+deadURL(t)+`"}, {url: "`+beta.URL+`"}]}
+  sticky: {servers: [{url: "`+canary.URL+`"}, {url: "`+beta.URL+`"}], sticky: {cookie: {name: srv}}}
 `), nextHandler)
 		if err != nil {
 			t.Fatal(err)
@@ -455,12 +456,13 @@ func testConcurrentMark(t *testing.T, sequential, concurrent http.Handler) {
 // testConcurrentLanes sends requests from 8 goroutines through an interpreted dispatch with the
 // lanes of TestYaegiLoader's "concurrent lane requests": a lane whose round-robin period is
 // precomputed (3:1, taken by an atomic counter), one whose period is too long for that (1000:999,
-// picked under the balancer's lock) and one whose first server refuses connections (health records,
-// retries). Every request must be answered by a server of its lane, and the 3:1 lane, which gets a
-// whole number of periods, must split exactly. Under the race detector (make race), this checks
+// picked under the balancer's lock), one whose first server refuses connections (health records,
+// retries) and a sticky one (its clients bring no cookie, so each gets one). Every request must be
+// answered by a server of its lane, and the 3:1 lane, which gets a whole number of periods, must
+// split exactly. Under the race detector (make race), this checks
 // the interpreted balancer and health table for data races.
 func testConcurrentLanes(t *testing.T, h http.Handler) {
-	lanes := []string{"scheduled", "long", "failing"}
+	lanes := []string{"scheduled", "long", "failing", "sticky"}
 	var (
 		wg     sync.WaitGroup
 		mu     sync.Mutex
@@ -476,7 +478,8 @@ func testConcurrentLanes(t *testing.T, h http.Handler) {
 				rec := serve(h, request{headers: map[string]string{"X-Gray-Lane": lane}})
 				server, _, _ := strings.Cut(rec.Body.String(), " ")
 				ok := rec.Code == http.StatusOK && (server == "canary" || server == "beta") &&
-					(lane != "failing" || server == "beta")
+					(lane != "failing" || server == "beta") &&
+					(lane != "sticky" || strings.HasPrefix(rec.Header().Get("Set-Cookie"), "srv="))
 				if !ok {
 					select {
 					case errs <- fmt.Sprintf("lane %s: status %d, body %q", lane, rec.Code, rec.Body.String()):
@@ -495,8 +498,8 @@ func testConcurrentLanes(t *testing.T, h http.Handler) {
 	for e := range errs {
 		t.Error(e)
 	}
-	if got := [2]int{served["scheduled canary"], served["scheduled beta"]}; got != [2]int{120, 40} {
-		t.Errorf("lane scheduled (weights 3:1): canary %d, beta %d, want 120 and 40", got[0], got[1])
+	if got := [2]int{served["scheduled canary"], served["scheduled beta"]}; got != [2]int{90, 30} {
+		t.Errorf("lane scheduled (weights 3:1): canary %d, beta %d, want 90 and 30", got[0], got[1])
 	}
 	if served["long canary"] == 0 || served["long beta"] == 0 {
 		t.Errorf("lane long (weights 1000:999): canary %d, beta %d, want both", served["long canary"], served["long beta"])

@@ -1,0 +1,130 @@
+package dispatch_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/graylane/graylane/dispatch"
+)
+
+// stickyLane returns a lane of the given servers with sticky sessions and the default cookie.
+func stickyLane(urls ...string) dispatch.Lane {
+	l := laneConfig(urls...)
+	l.Sticky = &dispatch.Sticky{}
+	return l
+}
+
+// sendCookie sends a GET of lane canary with the given Cookie header ("" = none) and returns the
+// server that answered and the sticky cookie set on the response ("" = none).
+func sendCookie(t *testing.T, h http.Handler, cookie string) (backend, set string) {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodGet, "http://front.example/", nil)
+	req.Header.Set("X-Gray-Lane", "canary")
+	if cookie != "" {
+		req.Header.Set("Cookie", cookie)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status %d", rec.Code)
+	}
+	for _, c := range rec.Header().Values("Set-Cookie") {
+		if strings.HasPrefix(c, "graylane_canary=") {
+			set = strings.SplitN(c, ";", 2)[0]
+		}
+	}
+	return rec.Header().Get("X-Backend"), set
+}
+
+func TestStickySessions(t *testing.T) {
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	cfg := healthOff()
+	cfg.Lanes["canary"] = stickyLane(a.URL, b.URL)
+	h := newHandler(t, cfg)
+
+	// Clients without a cookie are spread by the round robin, and each gets its server's cookie.
+	cookies := map[string]string{}
+	for i := 0; i < 4; i++ {
+		backend, set := sendCookie(t, h, "")
+		if set == "" {
+			t.Fatalf("request %d without a cookie: no sticky cookie set", i)
+		}
+		if c, seen := cookies[backend]; seen && c != set {
+			t.Fatalf("server %s named by two cookies %q and %q", backend, c, set)
+		}
+		cookies[backend] = set
+	}
+	if len(cookies) != 2 {
+		t.Fatalf("4 clients without a cookie went to %v, want both servers", cookies)
+	}
+	// A client with a cookie stays on its server, and gets no new cookie.
+	for backend, cookie := range cookies {
+		for i := 0; i < 5; i++ {
+			got, set := sendCookie(t, h, "other=1; "+cookie)
+			if got != backend || set != "" {
+				t.Fatalf("cookie %q: answered by %s, new cookie %q; want %s and none", cookie, got, set, backend)
+			}
+		}
+	}
+	// A cookie that names no server of the lane is replaced.
+	if _, set := sendCookie(t, h, "graylane_canary=0123456789abcdef"); set == "" {
+		t.Fatal("an unknown cookie value was not replaced")
+	}
+	// A drained server keeps no client: its cookie is replaced by the other server's.
+	drained := healthOff()
+	drained.Lanes["canary"] = stickyLane(a.URL, b.URL)
+	drained.Lanes["canary"].Servers[1].Weight = intp(0)
+	if got, set := sendCookie(t, newHandler(t, drained), cookies["b"]); got != "a" || set != cookies["a"] {
+		t.Fatalf("cookie of a drained server: answered by %s with cookie %q, want a and %q", got, set, cookies["a"])
+	}
+	// A lane with one server sets its cookie too, ready for a second server.
+	one := healthOff()
+	one.Lanes["canary"] = stickyLane(a.URL)
+	if got, set := sendCookie(t, newHandler(t, one), ""); got != "a" || set != cookies["a"] {
+		t.Fatalf("one server: answered by %s with cookie %q, want a and %q", got, set, cookies["a"])
+	}
+}
+
+func TestStickyServerDown(t *testing.T) {
+	gone := newBackend(t, "gone")
+	b := newBackend(t, "b")
+	cfg := dispatch.CreateConfig()
+	cfg.Health.MaxFails = intp(1)
+	cfg.Lanes["canary"] = stickyLane(gone.URL, b.URL)
+	h := newHandler(t, cfg)
+	cookies := map[string]string{}
+	for i := 0; i < 2; i++ {
+		backend, set := sendCookie(t, h, "")
+		cookies[backend] = set
+	}
+	if cookies["gone"] == "" || cookies["b"] == "" {
+		t.Fatalf("cookies %v, want one for each server", cookies)
+	}
+	gone.Close()
+	// The client's server refuses the connection: the request is retried on b, and the cookie
+	// now names b.
+	if got, set := sendCookie(t, h, cookies["gone"]); got != "b" || set != cookies["b"] {
+		t.Fatalf("server refused: answered by %s with cookie %q, want b and %q", got, set, cookies["b"])
+	}
+	// The server is down (maxFails 1): its cookie now leads to b at once.
+	if got, set := sendCookie(t, h, cookies["gone"]); got != "b" || set != cookies["b"] {
+		t.Fatalf("server down: answered by %s with cookie %q, want b and %q", got, set, cookies["b"])
+	}
+}
+
+func TestStickyCookieAttributes(t *testing.T) {
+	a := newBackend(t, "a")
+	path := "/app"
+	cfg := healthOff()
+	lane := laneConfig(a.URL)
+	lane.Sticky = &dispatch.Sticky{Cookie: dispatch.StickyCookie{Name: "srv", Secure: true, HTTPOnly: true,
+		SameSite: "Strict", MaxAge: 3600, Path: &path, Domain: "example.com"}}
+	cfg.Lanes["canary"] = lane
+	rec := serve(newHandler(t, cfg), "canary")
+	got := rec.Header().Get("Set-Cookie")
+	if !strings.HasPrefix(got, "srv=") || !strings.HasSuffix(got, "; Path=/app; Domain=example.com; Max-Age=3600; HttpOnly; Secure; SameSite=Strict") {
+		t.Fatalf("Set-Cookie %q", got)
+	}
+}
