@@ -486,6 +486,9 @@ func forwardHost(s *server, rw http.ResponseWriter, req *http.Request) {
 
 // serveFallback hands a request that l's servers cannot take to l's fallback.
 func serveFallback(l *lane, rw http.ResponseWriter, req *http.Request) {
+	if req.Header["Upgrade"] != nil {
+		req = asReceived(req)
+	}
 	if l.fallbackLane != nil {
 		serveLane(l.fallbackLane, rw, req)
 		return

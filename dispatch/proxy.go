@@ -100,14 +100,15 @@ var (
 // (when nothing has read it) the request can go to another server (the server that received the
 // request closes the body once the handler returns). Behind Traefik the headers are never
 // missing: its entry point sets them (and X-Forwarded-Port, -Server, X-Real-Ip) before any
-// middleware runs, so they go on unchanged. The incoming request is left as it was, for the
-// fallback.
+// middleware runs, so they go on unchanged. The incoming request is left as it was: the copy
+// goes to the lane's servers, retries and fallbacks, and a fallback takes the incoming request
+// back for an upgrade (see asReceived).
 func prepare(req *http.Request) *http.Request {
 	ctx := req.Context()
 	hasBody := req.Body != nil && req.ContentLength != 0
 	var state *requestState
 	if req.Header["Upgrade"] != nil || hasBody {
-		state = &requestState{badUpgrade: badUpgrade(req)}
+		state = &requestState{badUpgrade: badUpgrade(req), original: req}
 		ctx = context.WithValue(ctx, stateKey, state)
 	}
 	out := req.WithContext(ctx)
@@ -199,6 +200,18 @@ type requestState struct {
 	answered   bool      // the server switched protocols: a failure now is not retried
 	badUpgrade bool      // the protocol asked for is one ReverseProxy refuses (see badUpgrade)
 	body       io.Reader // the body sent, for a request with one (see clientFault)
+	// original is the request prepare copied, which a fallback gets back (see asReceived).
+	original *http.Request
+}
+
+// asReceived returns the request that req, a protocol upgrade, was prepared from, for the
+// fallback: the prepared copy spells the WebSocket headers as RFC 6455 does, and Traefik's own
+// proxy, behind next, looks them up by Go's canonical keys.
+func asReceived(req *http.Request) *http.Request {
+	if state := stateOf(req); state != nil {
+		return state.original
+	}
+	return req
 }
 
 // contextKey is the type of the request context key of the request state.

@@ -2,6 +2,7 @@ package dispatch_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha1"
 	"encoding/base64"
 	"io"
@@ -265,6 +266,30 @@ func TestWebSocketKeysSpelled(t *testing.T) {
 		if !strings.Contains(got, "\n"+want) {
 			t.Errorf("the server received no line %q in\n%s", want, got)
 		}
+	}
+}
+
+// TestWebSocketFallbackUnchanged checks that a WebSocket request the lane's servers cannot take
+// reaches the fallback with its headers as they came (Go's canonical keys): Traefik's proxy, behind
+// next, looks them up by those keys.
+func TestWebSocketFallbackUnchanged(t *testing.T) {
+	cfg := healthOff()
+	cfg.Lanes["canary"] = laneConfig(closedURL(t))
+	req := httptest.NewRequest(http.MethodGet, "http://front.example/chat", nil)
+	for _, kv := range [][2]string{{"X-Gray-Lane", "canary"}, {"Connection", "Upgrade"}, {"Upgrade", "websocket"},
+		{"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="}, {"Sec-WebSocket-Version", "13"}} {
+		req.Header.Set(kv[0], kv[1])
+	}
+	var seen http.Header
+	h, err := dispatch.New(context.Background(), http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		seen = r.Header
+	}), cfg, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	if seen == nil || seen["Sec-Websocket-Key"] == nil || seen["Sec-Websocket-Version"] == nil || len(seen) != len(req.Header) {
+		t.Fatalf("the fallback got the headers %v, want %v", seen, req.Header)
 	}
 }
 

@@ -18,13 +18,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/graylane/graylane/e2e/harness"
 )
 
 // dispatchConfig: router app → service stable through dispatch alone (the lane header comes from
 // the client, as behind an edge that marked it); lane canary has two servers weighted 3:1; lane
 // refused has a server that refuses connections (passive health off, so it is tried every other
-// request) and c2; lane sticky has c1 and c2 with sticky sessions.
+// request) and c2; lane sticky has c1 and c2 with sticky sessions; lane gone has only a server
+// that refuses connections, so its requests go to the fallback, next.
 func dispatchConfig(stable, c1, c2 *harness.Backend) string {
 	return strings.NewReplacer("STABLE", stable.URL, "C1", c1.URL, "C2", c2.URL).Replace(`
 http:
@@ -54,6 +57,8 @@ http:
             sticky:
               servers: [{url: "C1"}, {url: "C2"}]
               sticky: {cookie: {httpOnly: true}}
+            gone:
+              servers: [{url: "http://127.0.0.1:1"}]
           health: {maxFails: 0}
 `)
 }
@@ -107,6 +112,30 @@ func TestDispatchInTraefik(t *testing.T) {
 			if r.Status != http.StatusOK || r.Backend() != "c2" || r.JSON["bytes"] != float64(len(body)) {
 				t.Fatalf("POST %d: %d from %q: %s", i, r.Status, r.Backend(), r.Body)
 			}
+		}
+	})
+
+	t.Run("a WebSocket the lane cannot take upgrades through the fallback", func(t *testing.T) {
+		dialer := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+		ws, resp, err := dialer.Dial("ws"+strings.TrimPrefix(tr.URL, "http")+"/ws", //nolint:bodyclose // the 101 has no body; ws.Close closes the connection
+			http.Header{"X-Gray-Lane": {"gone"}})
+		if err != nil {
+			status := 0
+			if resp != nil {
+				status = resp.StatusCode
+			}
+			t.Fatalf("dial: %v (status %d)", err, status)
+		}
+		defer ws.Close()
+		if got := resp.Header.Get("X-Backend"); got != "stable" {
+			t.Errorf("upgraded by %q, want stable", got)
+		}
+		_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if err := ws.WriteMessage(websocket.TextMessage, []byte("one")); err != nil {
+			t.Fatal(err)
+		}
+		if _, got, err := ws.ReadMessage(); err != nil || string(got) != "one" {
+			t.Fatalf("echo: got %q, %v", got, err)
 		}
 	})
 
