@@ -301,9 +301,12 @@ func (s *server) proxyError(rw http.ResponseWriter, req *http.Request, err error
 		return
 	}
 	if certificateError(err) {
-		logRarely(errorLog, "lane %s: %s: %v (see tls.rootCAs and tls.serverName)", s.lane, s.key, err)
+		// This middleware's TLS settings refuse the server: not counted against the server,
+		// whose passive health other middlewares share.
+		logRarely(errorLog, "lane %s: %s: %v (check the URL's scheme, tls.rootCAs and tls.serverName)", s.lane, s.key, err)
+	} else if !upgradeOverHTTP2(s, req) {
+		fail(s)
 	}
-	fail(s)
 	if !replayable(req, err) {
 		writeError(rw, errorStatus(err))
 		return
@@ -343,8 +346,8 @@ func answered(rw http.ResponseWriter, req *http.Request, err error) bool {
 }
 
 // replayable reports whether a request that failed with err may be sent again: when it never
-// reached the server (no connection could be opened, so nothing read its body either; prepare
-// kept the body open), or when it has no body and is idempotent: by its method (RFC 9110:
+// reached the server (no connection could be opened, or the TLS handshake failed, so nothing read
+// its body either; prepare kept the body open), or when it has no body and is idempotent: by its method (RFC 9110:
 // sending it twice has the effect of sending it once) or by an Idempotency-Key header, as Go's
 // own transport decides for its retries. A POST whose response did not arrive in time may have
 // been carried out, and a body that was sent cannot be sent again: they are answered 502 or 504.
@@ -352,17 +355,25 @@ func answered(rw http.ResponseWriter, req *http.Request, err error) bool {
 // other than 0.)
 func replayable(req *http.Request, err error) bool {
 	var opErr *net.OpError
-	if errors.As(err, &opErr) && opErr.Op == "dial" {
+	if errors.As(err, &opErr) && opErr.Op == "dial" || certificateError(err) {
 		return true
 	}
 	hasKey := req.Header["Idempotency-Key"] != nil || req.Header["X-Idempotency-Key"] != nil
 	return (req.Body == nil || req.ContentLength == 0) && (idempotent[req.Method] || hasKey)
 }
 
+// upgradeOverHTTP2 reports whether req asks s, an https server, for a protocol upgrade other than
+// WebSocket: Go's transport refuses to send such a request over HTTP/2 ("invalid Upgrade request
+// header"), a failure of the request, not of the server, which proxyError does not count.
+func upgradeOverHTTP2(s *server, req *http.Request) bool {
+	upgrade := req.Header.Get("Upgrade")
+	return strings.HasPrefix(s.key, "https:") && upgrade != "" && !strings.EqualFold(upgrade, "websocket") && asksUpgrade(req)
+}
+
 // certificateError reports whether err is a failure of the TLS handshake that the
 // configuration has to mend: the server's certificate could not be verified, or the server does
 // not speak TLS. proxyError logs those (as Traefik logs its own at error level), since every
-// request to the server fails the same way.
+// request to the server fails the same way; the request was never sent.
 func certificateError(err error) bool {
 	var verify *tls.CertificateVerificationError
 	var record tls.RecordHeaderError

@@ -69,6 +69,7 @@ func parseTLS(cfg *TLS, t *transportOptions) error {
 			return fmt.Errorf("rootCAs[%d]: %q: no PEM certificate in it", i, shorten(cfg.RootCAs[i]))
 		}
 		sum.Write(pem)
+		sum.Write([]byte{0}) // ends the entry
 	}
 	t.tlsKey = fmt.Sprintf("insecure=%t name=%q roots=%x", cfg.InsecureSkipVerify, cfg.ServerName, sum.Sum(nil))
 	return nil
@@ -134,8 +135,8 @@ func sharedTransport(u *url.URL, t *transportOptions) *http.Transport {
 
 // newTransport returns a transport with Traefik's defaults and the given options: HTTP/1.1 to
 // http:// servers, and HTTP/2 to https:// servers that offer it (negotiated in the TLS
-// handshake), as Traefik does unless disableHTTP2 is set; the transport sends a protocol upgrade
-// (WebSocket) over HTTP/1.1 all the same.
+// handshake), as Traefik does unless disableHTTP2 is set; the transport sends a WebSocket upgrade
+// over HTTP/1.1 all the same (and refuses any other upgrade to an HTTP/2 server).
 func newTransport(t *transportOptions) *http.Transport {
 	dialer := &net.Dialer{Timeout: t.dial, KeepAlive: 15 * time.Second}
 	tr := &http.Transport{

@@ -144,3 +144,63 @@ func TestHTTP2ToHTTPSServers(t *testing.T) {
 		t.Fatalf("an upgrade reached the server in %q, want HTTP/1.1", got)
 	}
 }
+
+// tlsBackend starts an https server that answers with its name in X-Backend, in HTTP/2 when
+// http2 is set, and returns it with its certificate as PEM text.
+func tlsBackend(t *testing.T, name string, http2 bool) (*httptest.Server, string) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
+		rw.Header().Set("X-Backend", name)
+		rw.Header().Set("X-Seen-Proto", req.Proto)
+	}))
+	srv.EnableHTTP2 = http2
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
+}
+
+// TestCertificateFailures checks that a server whose certificate a middleware cannot verify is
+// not counted down (passive health is shared by URL, the TLS settings belong to each
+// middleware), and that the request, which was never sent, goes to the next server, body and all.
+func TestCertificateFailures(t *testing.T) {
+	srv, ca := tlsBackend(t, "tls", false)
+	good := newBackend(t, "good")
+	untrusting := dispatch.CreateConfig() // passive health on: 3 failures within 10s
+	untrusting.Lanes["canary"] = dispatch.Lane{Servers: []dispatch.Server{{URL: srv.URL}, {URL: good.URL}}, Fallback: "none"}
+	h := newHandler(t, untrusting)
+	for i := 0; i < 5; i++ {
+		rec := send(h, http.MethodPost, "canary", "payload")
+		if rec.Code != http.StatusOK || rec.Header().Get("X-Backend") != "good" || rec.Header().Get("X-Seen-Body") != "payload" {
+			t.Fatalf("POST %d: %d from %q with body %q, want 200 from good", i, rec.Code, rec.Header().Get("X-Backend"), rec.Header().Get("X-Seen-Body"))
+		}
+	}
+	trusting := dispatch.CreateConfig()
+	trusting.TLS.RootCAs = []string{ca}
+	trusting.Lanes["canary"] = dispatch.Lane{Servers: []dispatch.Server{{URL: srv.URL}}, Fallback: "none"}
+	if rec := serve(newHandler(t, trusting), "canary"); rec.Code != http.StatusOK || rec.Header().Get("X-Backend") != "tls" {
+		t.Fatalf("a middleware that trusts the server: %d from %q, want 200 from tls", rec.Code, rec.Header().Get("X-Backend"))
+	}
+}
+
+// TestUpgradeOverHTTP2 checks that a request for an upgrade other than WebSocket, which Go's
+// transport refuses to send over HTTP/2, does not count against an HTTP/2 server.
+func TestUpgradeOverHTTP2(t *testing.T) {
+	srv, ca := tlsBackend(t, "h2", true)
+	cfg := dispatch.CreateConfig() // passive health on: 3 failures within 10s
+	cfg.TLS.RootCAs = []string{ca}
+	cfg.Lanes["canary"] = dispatch.Lane{Servers: []dispatch.Server{{URL: srv.URL}}, Fallback: "none"}
+	h := newHandler(t, cfg)
+	for i := 0; i < 4; i++ {
+		req := httptest.NewRequest(http.MethodGet, "http://front.example/", nil)
+		req.Header.Set("X-Gray-Lane", "canary")
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "foo")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusBadGateway {
+			t.Fatalf("upgrade %d: status %d, want 502", i, rec.Code)
+		}
+	}
+	if rec := serve(h, "canary"); rec.Code != http.StatusOK || rec.Header().Get("X-Seen-Proto") != "HTTP/2.0" {
+		t.Fatalf("after the upgrades: %d in %q, want 200 in HTTP/2.0", rec.Code, rec.Header().Get("X-Seen-Proto"))
+	}
+}

@@ -662,7 +662,9 @@ http:
 	}
 	lane, stableLine := lines[0], lines[1]
 	if lane["request_X-Gray-Lane"] != "canary" || lane["downstream_X-Gray-Upstream"] != "canary "+canary.URL ||
-		lane["downstream_X-Gray-Rule"] != "testers" || lane["ServiceName"] != nil || lane["RouterName"] != "app@file" {
+		lane["downstream_X-Gray-Rule"] != "testers" || lane["RouterName"] != "app@file" ||
+		lane["ServiceName"] != nil || lane["ServiceURL"] != nil || lane["OriginStatus"] != float64(0) ||
+		lane["Overhead"] != lane["Duration"] {
 		t.Errorf("access log of the lane request: %v", lane)
 	}
 	if stableLine["request_X-Gray-Lane"] != nil || stableLine["ServiceName"] != "stable@file" {
@@ -676,6 +678,7 @@ http:
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{
+		`traefik_entrypoint_requests_total{code="200",entrypoint="web",method="GET",protocol="http"} 2`,
 		`traefik_router_requests_total{code="200",method="GET",protocol="http",router="app@file",service="stable@file"} 2`,
 		`traefik_service_requests_total{code="200",method="GET",protocol="http",service="stable@file"} 1`,
 	} {
