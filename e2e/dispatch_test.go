@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/graylane/graylane/e2e/harness"
 )
 
@@ -116,27 +114,7 @@ func TestDispatchInTraefik(t *testing.T) {
 	})
 
 	t.Run("a WebSocket the lane cannot take upgrades through the fallback", func(t *testing.T) {
-		dialer := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
-		ws, resp, err := dialer.Dial("ws"+strings.TrimPrefix(tr.URL, "http")+"/ws", //nolint:bodyclose // the 101 has no body; ws.Close closes the connection
-			http.Header{"X-Gray-Lane": {"gone"}})
-		if err != nil {
-			status := 0
-			if resp != nil {
-				status = resp.StatusCode
-			}
-			t.Fatalf("dial: %v (status %d)", err, status)
-		}
-		defer ws.Close()
-		if got := resp.Header.Get("X-Backend"); got != "stable" {
-			t.Errorf("upgraded by %q, want stable", got)
-		}
-		_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if err := ws.WriteMessage(websocket.TextMessage, []byte("one")); err != nil {
-			t.Fatal(err)
-		}
-		if _, got, err := ws.ReadMessage(); err != nil || string(got) != "one" {
-			t.Fatalf("echo: got %q, %v", got, err)
-		}
+		checkWebSocketEcho(t, tr.URL, http.Header{"X-Gray-Lane": {"gone"}}, "stable", "one")
 	})
 
 	t.Run("sticky sessions", func(t *testing.T) {

@@ -223,30 +223,36 @@ func testStreaming(t *testing.T, tr *harness.Traefik) {
 		}
 	})
 	t.Run("websocket", func(t *testing.T) {
-		dialer := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
-		ws, resp, err := dialer.Dial("ws"+strings.TrimPrefix(tr.URL, "http")+"/ws", //nolint:bodyclose // the 101 has no body; ws.Close closes the connection
-			http.Header{"Host": {"app.test"}, "X-User-Id": {"1001"}})
-		if err != nil {
-			status := 0
-			if resp != nil {
-				status = resp.StatusCode
-			}
-			t.Fatalf("dial: %v (status %d)", err, status)
-		}
-		defer ws.Close()
-		if got := resp.Header.Get("X-Backend"); got != "canary" {
-			t.Errorf("upgraded by %q, want canary", got)
-		}
-		_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
-		for _, msg := range []string{"one", "two"} {
-			if err := ws.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
-				t.Fatal(err)
-			}
-			if _, got, err := ws.ReadMessage(); err != nil || string(got) != msg {
-				t.Fatalf("echo %q: got %q, %v", msg, got, err)
-			}
-		}
+		checkWebSocketEcho(t, tr.URL, http.Header{"Host": {"app.test"}, "X-User-Id": {"1001"}}, "canary", "one", "two")
 	})
+}
+
+// checkWebSocketEcho opens a WebSocket to the backend's /ws echo through Traefik at url, with the
+// given request headers, and checks that wantBackend upgraded it and echoes each message.
+func checkWebSocketEcho(t *testing.T, url string, header http.Header, wantBackend string, messages ...string) {
+	t.Helper()
+	dialer := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	ws, resp, err := dialer.Dial("ws"+strings.TrimPrefix(url, "http")+"/ws", header) //nolint:bodyclose // the 101 has no body; ws.Close closes the connection
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		t.Fatalf("dial: %v (status %d)", err, status)
+	}
+	defer ws.Close()
+	if got := resp.Header.Get("X-Backend"); got != wantBackend {
+		t.Errorf("upgraded by %q, want %s", got, wantBackend)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for _, msg := range messages {
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if _, got, err := ws.ReadMessage(); err != nil || string(got) != msg {
+			t.Fatalf("echo %q: got %q, %v", msg, got, err)
+		}
+	}
 }
 
 // loadResult counts a load loop's answers.

@@ -354,32 +354,39 @@ lanes:
 // testConcurrent sends requests from 8 goroutines through an interpreted handler: users "1"
 // must reach canary, the others beta or next by their percentage bucket, every time.
 func testConcurrent(t *testing.T, h http.Handler) {
+	concurrently(t, func(g int) string {
+		for i := 0; i < 100; i++ {
+			id := strconv.Itoa(g*1000 + i%7)
+			if i%3 == 0 {
+				id = "1"
+			}
+			want := "next lane="
+			switch {
+			case id == "1":
+				want = "canary lane=canary"
+			case bucket("half", id) < 5000:
+				want = "beta lane=beta"
+			}
+			rec := serve(h, request{headers: user(id)})
+			if got := rec.Body.String(); !strings.HasPrefix(got, want) {
+				return fmt.Sprintf("user %s: got %q, want %q", id, got, want)
+			}
+		}
+		return ""
+	})
+}
+
+// concurrently runs work(g) in 8 goroutines, g = 0 to 7, and reports as test errors the messages
+// they return ("" when all went well; a goroutine stops at its first problem).
+func concurrently(t *testing.T, work func(g int) string) {
 	var wg sync.WaitGroup
-	errs := make(chan string, 16)
+	errs := make(chan string, 8)
 	for g := 0; g < 8; g++ {
 		wg.Add(1)
 		go func(g int) {
 			defer wg.Done()
-			for i := 0; i < 100; i++ {
-				id := strconv.Itoa(g*1000 + i%7)
-				if i%3 == 0 {
-					id = "1"
-				}
-				want := "next lane="
-				switch {
-				case id == "1":
-					want = "canary lane=canary"
-				case bucket("half", id) < 5000:
-					want = "beta lane=beta"
-				}
-				rec := serve(h, request{headers: user(id)})
-				if got := rec.Body.String(); !strings.HasPrefix(got, want) {
-					select {
-					case errs <- fmt.Sprintf("user %s: got %q, want %q", id, got, want):
-					default:
-					}
-					return
-				}
+			if msg := work(g); msg != "" {
+				errs <- msg
 			}
 		}(g)
 	}
@@ -425,32 +432,18 @@ func testConcurrentMark(t *testing.T, sequential, concurrent http.Handler) {
 		rec := serve(sequential, markRequest(i))
 		want[i] = rec.Body.String() + " rule=" + rec.Header().Get("X-Gray-Rule")
 	}
-	var wg sync.WaitGroup
-	errs := make(chan string, 16)
-	for g := 0; g < 8; g++ {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			for i := g; i < n; i += 8 {
-				rec := serve(concurrent, markRequest(i))
-				got := rec.Body.String() + " rule=" + rec.Header().Get("X-Gray-Rule")
-				// An anonymous visitor's percentage rides on the random ID of a new sticky cookie.
-				random := i%4 == 3 && (strings.HasSuffix(want[i], " rule=half") || strings.HasSuffix(want[i], " rule="))
-				if random && rec.Header().Get("Set-Cookie") == "" || !random && got != want[i] {
-					select {
-					case errs <- fmt.Sprintf("request %d %+v: %q, Set-Cookie %q, want %q", i, markRequest(i), got, rec.Header().Get("Set-Cookie"), want[i]):
-					default:
-					}
-					return
-				}
+	concurrently(t, func(g int) string {
+		for i := g; i < n; i += 8 {
+			rec := serve(concurrent, markRequest(i))
+			got := rec.Body.String() + " rule=" + rec.Header().Get("X-Gray-Rule")
+			// An anonymous visitor's percentage rides on the random ID of a new sticky cookie.
+			random := i%4 == 3 && (strings.HasSuffix(want[i], " rule=half") || strings.HasSuffix(want[i], " rule="))
+			if random && rec.Header().Get("Set-Cookie") == "" || !random && got != want[i] {
+				return fmt.Sprintf("request %d %+v: %q, Set-Cookie %q, want %q", i, markRequest(i), got, rec.Header().Get("Set-Cookie"), want[i])
 			}
-		}(g)
-	}
-	wg.Wait()
-	close(errs)
-	for e := range errs {
-		t.Error(e)
-	}
+		}
+		return ""
+	})
 }
 
 // testConcurrentLanes sends requests from 8 goroutines through an interpreted dispatch with the
@@ -463,41 +456,25 @@ func testConcurrentMark(t *testing.T, sequential, concurrent http.Handler) {
 // the interpreted balancer and health table for data races.
 func testConcurrentLanes(t *testing.T, h http.Handler) {
 	lanes := []string{"scheduled", "long", "failing", "sticky"}
-	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex
-		served = map[string]int{}
-	)
-	errs := make(chan string, 16)
-	for g := 0; g < 8; g++ {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			for i := 0; i < 60; i++ {
-				lane := lanes[(g+i)%len(lanes)]
-				rec := serve(h, request{headers: map[string]string{"X-Gray-Lane": lane}})
-				server, _, _ := strings.Cut(rec.Body.String(), " ")
-				ok := rec.Code == http.StatusOK && (server == "canary" || server == "beta") &&
-					(lane != "failing" || server == "beta") &&
-					(lane != "sticky" || strings.HasPrefix(rec.Header().Get("Set-Cookie"), "srv="))
-				if !ok {
-					select {
-					case errs <- fmt.Sprintf("lane %s: status %d, body %q", lane, rec.Code, rec.Body.String()):
-					default:
-					}
-					return
-				}
-				mu.Lock()
-				served[lane+" "+server]++
-				mu.Unlock()
+	var mu sync.Mutex
+	served := map[string]int{}
+	concurrently(t, func(g int) string {
+		for i := 0; i < 60; i++ {
+			lane := lanes[(g+i)%len(lanes)]
+			rec := serve(h, request{headers: map[string]string{"X-Gray-Lane": lane}})
+			server, _, _ := strings.Cut(rec.Body.String(), " ")
+			ok := rec.Code == http.StatusOK && (server == "canary" || server == "beta") &&
+				(lane != "failing" || server == "beta") &&
+				(lane != "sticky" || strings.HasPrefix(rec.Header().Get("Set-Cookie"), "srv="))
+			if !ok {
+				return fmt.Sprintf("lane %s: status %d, body %q", lane, rec.Code, rec.Body.String())
 			}
-		}(g)
-	}
-	wg.Wait()
-	close(errs)
-	for e := range errs {
-		t.Error(e)
-	}
+			mu.Lock()
+			served[lane+" "+server]++
+			mu.Unlock()
+		}
+		return ""
+	})
 	if got := [2]int{served["scheduled canary"], served["scheduled beta"]}; got != [2]int{90, 30} {
 		t.Errorf("lane scheduled (weights 3:1): canary %d, beta %d, want 90 and 30", got[0], got[1])
 	}
