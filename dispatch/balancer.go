@@ -24,8 +24,10 @@ type server struct {
 	// proxy is the server's *httputil.ReverseProxy, kept as an http.Handler: under Yaegi a call
 	// through the interface costs one allocation less than one of the pointer's method.
 	proxy http.Handler
-	// stickyCookie is the Set-Cookie header value that names the server, in a sticky lane.
-	stickyCookie []string
+	// In a sticky lane, stickyName and stickyValue are the cookie that names the server, and
+	// stickyCookie the Set-Cookie header value that sets it (see makeSticky).
+	stickyName, stickyValue string
+	stickyCookie            []string
 }
 
 // balancer picks a lane's servers by smooth weighted round robin, the algorithm of nginx and of
@@ -198,8 +200,13 @@ func after(b *balancer, s, first *server) *server {
 		if next == first {
 			return nil
 		}
-		if next.weight > 0 && !(b.checking && isDown(next.key)) {
+		if available(b, next) {
 			return next
 		}
 	}
+}
+
+// available reports whether s, a server of b, may take a request: it is neither drained nor down.
+func available(b *balancer, s *server) bool {
+	return s.weight > 0 && !(b.checking && isDown(s.key))
 }

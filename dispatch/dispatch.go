@@ -246,9 +246,17 @@ func buildLane(name string, cfg Lane, opts *serverOptions) (*lane, error) {
 	}
 	l.servedBy = name + " " + l.fallback
 	l.servedByKey = opts.servedBy
+	var cookie *http.Cookie
+	if cfg.Sticky != nil {
+		c, err := parseStickyCookie(name, &cfg.Sticky.Cookie)
+		if err != nil {
+			return nil, fmt.Errorf("sticky.cookie.%w", err)
+		}
+		cookie = c
+	}
 	servers := make([]*server, len(cfg.Servers))
 	for i := 0; i < len(cfg.Servers); i++ {
-		s, err := buildServer(name, i, cfg.Servers[i], opts)
+		s, err := buildServer(name, i, cfg.Servers[i], opts, cookie)
 		if err != nil {
 			return nil, fmt.Errorf("servers[%d].%w", i, err)
 		}
@@ -256,19 +264,16 @@ func buildLane(name string, cfg Lane, opts *serverOptions) (*lane, error) {
 	}
 	l.balancer = newBalancer(servers, opts.health)
 	l.only = l.balancer.only
-	if cfg.Sticky != nil {
-		st, err := buildSticky(name, &cfg.Sticky.Cookie, servers, l.balancer)
-		if err != nil {
-			return nil, fmt.Errorf("sticky.cookie.%w", err)
-		}
-		l.sticky = st
+	if cookie != nil {
+		l.sticky = newStickiness(servers)
 		l.only = nil // every request of a sticky lane goes through pickSticky
 	}
 	return l, nil
 }
 
-// buildServer parses one server of a lane and builds its proxy.
-func buildServer(laneName string, index int, cfg Server, opts *serverOptions) (*server, error) {
+// buildServer parses one server of a lane and builds its proxy; cookie is the lane's sticky
+// cookie, or nil.
+func buildServer(laneName string, index int, cfg Server, opts *serverOptions, cookie *http.Cookie) (*server, error) {
 	u, err := parseServerURL(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("url: %q: %w", cfg.URL, err)
@@ -291,6 +296,9 @@ func buildServer(laneName string, index int, cfg Server, opts *serverOptions) (*
 	}
 	if opts.servedBy != "" {
 		s.servedBy = []string{laneName + " " + s.key}
+	}
+	if cookie != nil {
+		makeSticky(s, *cookie)
 	}
 	s.proxy = newProxy(s, u, opts)
 	return s, nil
@@ -410,7 +418,7 @@ func serveValue(h *handler, value string, rw http.ResponseWriter, req *http.Requ
 func serveLane(l *lane, rw http.ResponseWriter, req *http.Request) {
 	s := l.only
 	if s == nil || atomic.LoadInt64(healthSize) != 0 {
-		s = pickServer(l, rw, req)
+		s = pickServer(l, req)
 	}
 	if s == nil {
 		serveFallback(l, rw, req)
@@ -446,9 +454,6 @@ func retry(l *lane, first *server, rw http.ResponseWriter, req *http.Request) {
 			return
 		}
 		out[retryMark] = pendingMark
-		if l.sticky != nil {
-			stickTo(l.sticky, rw, s)
-		}
 		if l.passHost {
 			s.proxy.ServeHTTP(rw, req)
 		} else {
@@ -461,9 +466,9 @@ func retry(l *lane, first *server, rw http.ResponseWriter, req *http.Request) {
 // pickServer returns the server of l for req, or nil when none is available, for a lane without
 // one server to pick or while the health table holds records: a sticky lane's is the one the
 // client's cookie names (see pickSticky); otherwise the balancer's next.
-func pickServer(l *lane, rw http.ResponseWriter, req *http.Request) *server {
+func pickServer(l *lane, req *http.Request) *server {
 	if l.sticky != nil {
-		return pickSticky(l.sticky, rw, req)
+		return pickSticky(l, req)
 	}
 	if atomic.LoadInt64(healthSize) != 0 {
 		return pickAvailable(l.balancer)

@@ -34,7 +34,9 @@ func newProxy(s *server, target *url.URL, opts *serverOptions) *httputil.Reverse
 		ModifyResponse: checkResponse(s), //nolint:bodyclose // ReverseProxy closes the responses it passes
 		ErrorHandler:   s.proxyError,
 	}
-	if s.servedBy != nil {
+	if s.stickyCookie != nil {
+		p.ModifyResponse = stickyResponse(s) //nolint:bodyclose // as above
+	} else if s.servedBy != nil {
 		p.ModifyResponse = markResponse(s) //nolint:bodyclose // as above
 	}
 	return p
@@ -304,7 +306,7 @@ func (s *server) proxyError(rw http.ResponseWriter, req *http.Request, err error
 		// This middleware's TLS settings refuse the server: not counted against the server,
 		// whose passive health other middlewares share.
 		logRarely(errorLog, "lane %s: %s: %v (check the URL's scheme, tls.rootCAs and tls.serverName)", s.lane, s.key, err)
-	} else if !upgradeOverHTTP2(s, req) {
+	} else if !refusedForHTTP2(err) {
 		fail(s)
 	}
 	if !replayable(req, err) {
@@ -362,12 +364,13 @@ func replayable(req *http.Request, err error) bool {
 	return (req.Body == nil || req.ContentLength == 0) && (idempotent[req.Method] || hasKey)
 }
 
-// upgradeOverHTTP2 reports whether req asks s, an https server, for a protocol upgrade other than
-// WebSocket: Go's transport refuses to send such a request over HTTP/2 ("invalid Upgrade request
-// header"), a failure of the request, not of the server, which proxyError does not count.
-func upgradeOverHTTP2(s *server, req *http.Request) bool {
-	upgrade := req.Header.Get("Upgrade")
-	return strings.HasPrefix(s.key, "https:") && upgrade != "" && !strings.EqualFold(upgrade, "websocket") && asksUpgrade(req)
+// refusedForHTTP2 reports whether Go's transport refused to send a request to an HTTP/2 server
+// because of its headers: an upgrade other than WebSocket (WebSocket upgrades go over HTTP/1.1),
+// which proxyError does not count against the server. The transport's error type is internal,
+// so its message tells (TestUpgradeOverHTTP2 checks it on the Go version in use).
+func refusedForHTTP2(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "invalid Upgrade request header") || strings.Contains(msg, "invalid Connection request header")
 }
 
 // certificateError reports whether err is a failure of the TLS handshake that the
@@ -377,7 +380,9 @@ func upgradeOverHTTP2(s *server, req *http.Request) bool {
 func certificateError(err error) bool {
 	var verify *tls.CertificateVerificationError
 	var record tls.RecordHeaderError
-	return errors.As(err, &verify) || errors.As(err, &record)
+	// A record header error carries the connection only for the server's first record, when the
+	// server does not speak TLS; a later one comes once the request may have been sent.
+	return errors.As(err, &verify) || errors.As(err, &record) && record.Conn != nil
 }
 
 // idempotent holds the idempotent methods of RFC 9110.

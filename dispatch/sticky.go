@@ -8,36 +8,40 @@ import (
 	"strings"
 )
 
-// stickiness is a lane's sticky sessions: the cookie that names a client's server, and the
-// servers by the value of that cookie.
+// stickiness is a lane's sticky sessions: the name of the cookie that names a client's server,
+// and the lane's servers by the value of that cookie.
 type stickiness struct {
-	cookie   string             // the cookie's name
-	byValue  map[string]*server // the lane's servers whose weight is not 0, by cookie value
-	balancer *balancer
+	cookie  string
+	byValue map[string]*server // the servers whose weight is not 0
 }
 
-// sameSiteModes maps the values of StickyCookie.SameSite to their mode.
+// sameSiteModes maps the values of StickyCookie.SameSite to their mode ("default", like "", sends
+// no attribute).
 var sameSiteModes = map[string]http.SameSite{
-	"":       http.SameSiteDefaultMode,
-	"none":   http.SameSiteNoneMode,
-	"lax":    http.SameSiteLaxMode,
-	"strict": http.SameSiteStrictMode,
+	"":        http.SameSiteDefaultMode,
+	"default": http.SameSiteDefaultMode,
+	"none":    http.SameSiteNoneMode,
+	"lax":     http.SameSiteLaxMode,
+	"strict":  http.SameSiteStrictMode,
 }
 
-// buildSticky checks the sticky configuration of lane name and builds its stickiness over the
-// lane's servers: each server gets its Set-Cookie header value, computed here once.
-func buildSticky(name string, cfg *StickyCookie, servers []*server, b *balancer) (*stickiness, error) {
-	cookie := http.Cookie{Name: cfg.Name, Path: "/", Domain: cfg.Domain, MaxAge: cfg.MaxAge,
+// parseStickyCookie checks the sticky cookie configuration of lane name and returns the cookie
+// its servers set, without a value.
+func parseStickyCookie(name string, cfg *StickyCookie) (*http.Cookie, error) {
+	cookie := &http.Cookie{Name: cfg.Name, Path: "/", Domain: cfg.Domain, MaxAge: cfg.MaxAge,
 		Secure: cfg.Secure, HttpOnly: cfg.HTTPOnly}
 	if cookie.Name == "" {
-		cookie.Name = "graylane_" + name
+		cookie.Name = "graylane_server_" + name
 	}
 	if err := checkHeaderName(cookie.Name); err != nil {
 		return nil, fmt.Errorf("name: %q: %w", cfg.Name, err)
 	}
 	mode, ok := sameSiteModes[strings.ToLower(cfg.SameSite)]
 	if !ok {
-		return nil, fmt.Errorf("sameSite: %q: must be none, lax or strict", cfg.SameSite)
+		return nil, fmt.Errorf("sameSite: %q: must be none, lax, strict or default", cfg.SameSite)
+	}
+	if mode == http.SameSiteNoneMode && !cfg.Secure {
+		return nil, fmt.Errorf("sameSite: %q: needs secure, browsers drop SameSite=None cookies that are not Secure", cfg.SameSite)
 	}
 	cookie.SameSite = mode
 	if cfg.MaxAge < 0 {
@@ -49,19 +53,11 @@ func buildSticky(name string, cfg *StickyCookie, servers []*server, b *balancer)
 		}
 		cookie.Path = *cfg.Path
 	}
-	st := &stickiness{cookie: cookie.Name, byValue: make(map[string]*server, len(servers)), balancer: b}
-	for i := 0; i < len(servers); i++ {
-		sum := sha256.Sum256([]byte(servers[i].key))
-		cookie.Value = hex.EncodeToString(sum[:8])
-		if err := cookie.Valid(); err != nil {
-			return nil, fmt.Errorf("domain: %q: %w", cfg.Domain, err)
-		}
-		servers[i].stickyCookie = []string{cookie.String()}
-		if servers[i].weight > 0 {
-			st.byValue[cookie.Value] = servers[i]
-		}
+	cookie.Value = stickyValue("http://example.test")
+	if err := cookie.Valid(); err != nil {
+		return nil, fmt.Errorf("domain: %q: %w", cfg.Domain, err)
 	}
-	return st, nil
+	return cookie, nil
 }
 
 // badPathRune reports whether r may not appear in a cookie's path (RFC 6265: any CHAR except
@@ -70,32 +66,60 @@ func badPathRune(r rune) bool {
 	return r < ' ' || r >= 0x7f || r == ';'
 }
 
-// pickSticky returns the server of a sticky lane for req: the one its cookie names, while it
-// is not drained or down; else the lane's next available server, which the response's cookie
-// then names; nil when none is available.
-func pickSticky(st *stickiness, rw http.ResponseWriter, req *http.Request) *server {
-	if c, err := req.Cookie(st.cookie); err == nil {
-		if s := st.byValue[c.Value]; s != nil && !(st.balancer.checking && isDown(s.key)) {
+// stickyValue is the sticky cookie value that names the server with the given normalised URL:
+// the first 16 hex digits of its SHA-256, as Traefik's sticky cookies.
+func stickyValue(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:8])
+}
+
+// makeSticky gives s, a server of a sticky lane, the cookie that names it, from the lane's cookie.
+func makeSticky(s *server, cookie http.Cookie) {
+	cookie.Value = stickyValue(s.key)
+	s.stickyName, s.stickyValue = cookie.Name, cookie.Value
+	s.stickyCookie = []string{cookie.String()}
+}
+
+// newStickiness returns the stickiness of a lane over its servers (made sticky by makeSticky).
+func newStickiness(servers []*server) *stickiness {
+	st := &stickiness{byValue: make(map[string]*server, len(servers))}
+	for i := 0; i < len(servers); i++ {
+		st.cookie = servers[i].stickyName
+		if servers[i].weight > 0 {
+			st.byValue[servers[i].stickyValue] = servers[i]
+		}
+	}
+	return st
+}
+
+// pickSticky returns the server of l, a sticky lane, for req: the one its cookie names, while it
+// is neither drained nor down; else the lane's next available server (whose response then sets
+// its cookie: see stickyResponse); nil when none is available.
+func pickSticky(l *lane, req *http.Request) *server {
+	if c, err := req.Cookie(l.sticky.cookie); err == nil {
+		if s := l.sticky.byValue[c.Value]; s != nil && available(l.balancer, s) {
 			return s
 		}
 	}
-	s := pickAvailable(st.balancer)
-	if s != nil {
-		rw.Header()["Set-Cookie"] = append(rw.Header()["Set-Cookie"], s.stickyCookie...)
-	}
-	return s
+	return pickAvailable(l.balancer)
 }
 
-// stickTo makes the response's sticky cookie name s, the server a request is retried on: it
-// replaces the cookie pickSticky may have set for the server that failed, or sets one.
-func stickTo(st *stickiness, rw http.ResponseWriter, s *server) {
-	prefix := st.cookie + "="
-	cookies := rw.Header()["Set-Cookie"]
-	kept := make([]string, 0, len(cookies)+1)
-	for _, c := range cookies {
-		if !strings.HasPrefix(c, prefix) {
-			kept = append(kept, c)
+// stickyResponse returns the ModifyResponse of the proxy of s, a server of a sticky lane: it
+// sets the cookie that names s unless the request had it (so that a retry on another server
+// moves the client, and a fallback sets none), names the lane and server when servedByHeader is
+// set, and passes the rare statuses to unusualResponse. Set on the response rather than before
+// the proxy runs: an interim 1xx response clears the headers set before it.
+func stickyResponse(s *server) func(*http.Response) error {
+	return func(res *http.Response) error {
+		if c, err := res.Request.Cookie(s.stickyName); err != nil || c.Value != s.stickyValue {
+			res.Header["Set-Cookie"] = append(res.Header["Set-Cookie"], s.stickyCookie...)
 		}
+		if s.servedBy != nil {
+			res.Header[s.servedByKey] = s.servedBy
+		}
+		if unusualStatus[res.StatusCode] {
+			return unusualResponse(s, res)
+		}
+		return nil
 	}
-	rw.Header()["Set-Cookie"] = append(kept, s.stickyCookie...)
 }

@@ -31,7 +31,7 @@ func sendCookie(t *testing.T, h http.Handler, cookie string) (backend, set strin
 		t.Fatalf("status %d", rec.Code)
 	}
 	for _, c := range rec.Header().Values("Set-Cookie") {
-		if strings.HasPrefix(c, "graylane_canary=") {
+		if strings.HasPrefix(c, "graylane_server_canary=") {
 			set = strings.SplitN(c, ";", 2)[0]
 		}
 	}
@@ -69,7 +69,7 @@ func TestStickySessions(t *testing.T) {
 		}
 	}
 	// A cookie that names no server of the lane is replaced.
-	if _, set := sendCookie(t, h, "graylane_canary=0123456789abcdef"); set == "" {
+	if _, set := sendCookie(t, h, "graylane_server_canary=0123456789abcdef"); set == "" {
 		t.Fatal("an unknown cookie value was not replaced")
 	}
 	// A drained server keeps no client: its cookie is replaced by the other server's.
@@ -126,5 +126,54 @@ func TestStickyCookieAttributes(t *testing.T) {
 	got := rec.Header().Get("Set-Cookie")
 	if !strings.HasPrefix(got, "srv=") || !strings.HasSuffix(got, "; Path=/app; Domain=example.com; Max-Age=3600; HttpOnly; Secure; SameSite=Strict") {
 		t.Fatalf("Set-Cookie %q", got)
+	}
+}
+
+// TestStickyFallback checks that a sticky lane whose servers cannot take a request sets no cookie
+// naming one of them: the fallback lane's server sets its own, and next sets none.
+func TestStickyFallback(t *testing.T) {
+	b := newBackend(t, "b")
+	cfg := healthOff()
+	refused := stickyLane(closedURL(t), closedURL(t))
+	refused.Fallback = "beta"
+	cfg.Lanes["canary"] = refused
+	cfg.Lanes["beta"] = stickyLane(b.URL)
+	rec := serve(newHandler(t, cfg), "canary")
+	cookies := rec.Header().Values("Set-Cookie")
+	if rec.Header().Get("X-Backend") != "b" || len(cookies) != 1 || !strings.HasPrefix(cookies[0], "graylane_server_beta=") {
+		t.Fatalf("answered by %q with Set-Cookie %q, want b and its beta cookie only", rec.Header().Get("X-Backend"), cookies)
+	}
+	next := healthOff()
+	next.Lanes["canary"] = stickyLane(closedURL(t))
+	if rec := serve(newHandler(t, next), "canary"); rec.Header().Get("X-Backend") != "next" || len(rec.Header().Values("Set-Cookie")) != 0 {
+		t.Fatalf("answered by %q with Set-Cookie %q, want next and none", rec.Header().Get("X-Backend"), rec.Header().Values("Set-Cookie"))
+	}
+}
+
+// TestStickyAfterEarlyHints checks that the sticky cookie is on the final response when the server
+// sends an interim 103 first (passing it on clears the response headers set before).
+func TestStickyAfterEarlyHints(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("Link", "</style.css>; rel=preload")
+		rw.WriteHeader(http.StatusEarlyHints)
+		rw.Header().Set("X-Backend", "hints")
+	}))
+	t.Cleanup(srv.Close)
+	cfg := healthOff()
+	cfg.Lanes["canary"] = stickyLane(srv.URL)
+	front := httptest.NewServer(newHandler(t, cfg))
+	t.Cleanup(front.Close)
+	req, err := http.NewRequest(http.MethodGet, front.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Gray-Lane", "canary")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.Header.Get("X-Backend") != "hints" || !strings.HasPrefix(res.Header.Get("Set-Cookie"), "graylane_server_canary=") {
+		t.Fatalf("final response from %q with Set-Cookie %q, want the sticky cookie", res.Header.Get("X-Backend"), res.Header.Get("Set-Cookie"))
 	}
 }

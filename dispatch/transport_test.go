@@ -1,7 +1,10 @@
 package dispatch_test
 
 import (
+	"bufio"
+	"crypto/tls"
 	"encoding/pem"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -202,5 +205,40 @@ func TestUpgradeOverHTTP2(t *testing.T) {
 	}
 	if rec := serve(h, "canary"); rec.Code != http.StatusOK || rec.Header().Get("X-Seen-Proto") != "HTTP/2.0" {
 		t.Fatalf("after the upgrades: %d in %q, want 200 in HTTP/2.0", rec.Code, rec.Header().Get("X-Seen-Proto"))
+	}
+}
+
+// TestTLSErrorAfterSending checks that a TLS error that comes once the request was sent (the
+// server read it, then sent a record that is not TLS) is not taken for a failed handshake: a POST
+// is not sent again.
+func TestTLSErrorAfterSending(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.StartTLS() // for its certificate only
+	t.Cleanup(srv.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			raw, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conn := tls.Server(raw, srv.TLS)
+			if _, err := http.ReadRequest(bufio.NewReader(conn)); err == nil {
+				_, _ = io.WriteString(raw, "HTTP/1.1 200 OK\r\n\r\n") // plain text inside TLS
+			}
+			raw.Close()
+		}
+	}()
+	good := newBackend(t, "good")
+	cfg := healthOff()
+	cfg.TLS.RootCAs = []string{string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))}
+	cfg.Lanes["canary"] = dispatch.Lane{Servers: []dispatch.Server{{URL: "https://" + ln.Addr().String()}, {URL: good.URL}}, Fallback: "none"}
+	rec := send(newHandler(t, cfg), http.MethodPost, "canary", "")
+	if rec.Code != http.StatusBadGateway || rec.Header().Get("X-Backend") != "" {
+		t.Fatalf("POST: %d from %q, want 502 and no second server", rec.Code, rec.Header().Get("X-Backend"))
 	}
 }

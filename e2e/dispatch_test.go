@@ -122,7 +122,7 @@ func TestDispatchInTraefik(t *testing.T) {
 		for i := 0; i < 2; i++ {
 			r := harness.Do(t, "GET", tr.URL+"/", map[string]string{"X-Gray-Lane": "sticky"}, nil)
 			set := r.Header.Get("Set-Cookie")
-			if r.Status != http.StatusOK || !strings.HasPrefix(set, "graylane_sticky=") || !strings.Contains(set, "; HttpOnly") {
+			if r.Status != http.StatusOK || !strings.HasPrefix(set, "graylane_server_sticky=") || !strings.Contains(set, "; HttpOnly") {
 				t.Fatalf("request %d without a cookie: %d from %q, Set-Cookie %q", i, r.Status, r.Backend(), set)
 			}
 			cookies[r.Backend()] = strings.SplitN(set, ";", 2)[0]

@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/mitchellh/mapstructure"
@@ -219,16 +220,51 @@ var paerserLabels = map[string]string{
 // result of CreateConfig, with mapstructure, weakly typed, comma strings into slices.
 func decodeLikeTraefik(t *testing.T, raw map[string]any, result any) {
 	t.Helper()
+	if err := decodePlugin(raw, result); err != nil {
+		t.Fatalf("decode %v: %v", raw, err)
+	}
+}
+
+// decodePlugin decodes a plugin's configuration map into result as Traefik's plugin builder does.
+func decodePlugin(raw map[string]any, result any) error {
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
 		DecodeHook:       mapstructure.StringToSliceHookFunc(","),
 		WeaklyTypedInput: true,
 		Result:           result,
 	})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if err := dec.Decode(raw); err != nil {
-		t.Fatalf("decode %v: %v", raw, err)
+	return dec.Decode(raw)
+}
+
+// TestPaerserEmptyMap checks what the README says of sticky: {cookie: {}}: Traefik's file provider
+// turns the empty map into an empty string, which the plugin's decoder refuses, while a cookie
+// with one field decodes.
+func TestPaerserEmptyMap(t *testing.T) {
+	for _, tc := range []struct{ cookie, wantErr string }{
+		{"{}", "'Lanes[canary].Sticky.Cookie' expected a map, got 'string'"},
+		{"{httpOnly: true}", ""},
+	} {
+		conf := newDynamic()
+		if err := file.DecodeContent(`
+http:
+  middlewares:
+    gray-dispatch:
+      plugin:
+        graylane-dispatch:
+          lanes: {canary: {servers: [{url: "http://127.0.0.1:8081"}], sticky: {cookie: `+tc.cookie+`}}}
+`, ".yaml", conf); err != nil {
+			t.Fatalf("YAML: %v", err)
+		}
+		cfg := dispatch.CreateConfig()
+		err := decodePlugin(pluginConf(t, conf, "gray-dispatch", "graylane-dispatch"), cfg)
+		switch {
+		case tc.wantErr == "" && (err != nil || cfg.Lanes["canary"].Sticky == nil):
+			t.Errorf("cookie %s: error %v, sticky %v", tc.cookie, err, cfg.Lanes["canary"].Sticky)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("cookie %s: error %v, want %q", tc.cookie, err, tc.wantErr)
+		}
 	}
 }
 
