@@ -3,6 +3,7 @@ package dispatch_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -161,6 +162,13 @@ func TestNoRetryAfterInterimResponse(t *testing.T) {
 // earlyHintsThenHangUp starts a server that answers every request with a 103 Early Hints and
 // closes the connection.
 func earlyHintsThenHangUp(t *testing.T) string {
+	return "http://" + rawServer(t, nil, "HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n")
+}
+
+// rawServer starts a server on a loopback address, which it returns, that reads each request (over
+// TLS with config when it is not nil), writes reply onto the TCP connection as it is (inside TLS,
+// that is not a TLS record) and closes the connection.
+func rawServer(t *testing.T, config *tls.Config, reply string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -169,17 +177,21 @@ func earlyHintsThenHangUp(t *testing.T) string {
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
-			conn, err := ln.Accept()
+			raw, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			if _, err := http.ReadRequest(bufio.NewReader(conn)); err == nil {
-				_, _ = io.WriteString(conn, "HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\n")
+			conn := raw
+			if config != nil {
+				conn = tls.Server(raw, config)
 			}
-			conn.Close()
+			if _, err := http.ReadRequest(bufio.NewReader(conn)); err == nil {
+				_, _ = io.WriteString(raw, reply)
+			}
+			raw.Close()
 		}
 	}()
-	return "http://" + ln.Addr().String()
+	return ln.Addr().String()
 }
 
 func TestFallbackWhenAllFail(t *testing.T) {

@@ -1,10 +1,7 @@
 package dispatch_test
 
 import (
-	"bufio"
-	"crypto/tls"
 	"encoding/pem"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -215,28 +212,11 @@ func TestTLSErrorAfterSending(t *testing.T) {
 	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
 	srv.StartTLS() // for its certificate only
 	t.Cleanup(srv.Close)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			raw, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conn := tls.Server(raw, srv.TLS)
-			if _, err := http.ReadRequest(bufio.NewReader(conn)); err == nil {
-				_, _ = io.WriteString(raw, "HTTP/1.1 200 OK\r\n\r\n") // plain text inside TLS
-			}
-			raw.Close()
-		}
-	}()
+	addr := rawServer(t, srv.TLS, "HTTP/1.1 200 OK\r\n\r\n") // plain text inside TLS
 	good := newBackend(t, "good")
 	cfg := healthOff()
 	cfg.TLS.RootCAs = []string{string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))}
-	cfg.Lanes["canary"] = dispatch.Lane{Servers: []dispatch.Server{{URL: "https://" + ln.Addr().String()}, {URL: good.URL}}, Fallback: "none"}
+	cfg.Lanes["canary"] = dispatch.Lane{Servers: []dispatch.Server{{URL: "https://" + addr}, {URL: good.URL}}, Fallback: "none"}
 	rec := send(newHandler(t, cfg), http.MethodPost, "canary", "")
 	if rec.Code != http.StatusBadGateway || rec.Header().Get("X-Backend") != "" {
 		t.Fatalf("POST: %d from %q, want 502 and no second server", rec.Code, rec.Header().Get("X-Backend"))
