@@ -1,18 +1,9 @@
 package e2e_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -141,7 +132,7 @@ func TestDispatchInTraefik(t *testing.T) {
 	})
 
 	t.Run("https servers checked against tls.rootCAs", func(t *testing.T) {
-		certFile, keyFile := selfSignedCertificate(t)
+		certFile, keyFile := harness.TLSCertificate(t)
 		secure := harness.StartBackend(t, "secure", "-tls-cert", certFile, "-tls-key", keyFile)
 		tr.WriteDynamicFile(t, "tls.yml", strings.NewReplacer("{{secure}}", secure.URL, "{{ca}}", certFile).Replace(`
 http:
@@ -204,44 +195,6 @@ http:
 			t.Fatalf("router app answered %d while another router's configuration was bad", got.Status)
 		}
 	})
-}
-
-// selfSignedCertificate writes a self-signed certificate for 127.0.0.1 and its key into PEM
-// files and returns their paths. The certificate is its own authority: trusting it (tls.rootCAs)
-// is what lets a client verify it.
-func selfSignedCertificate(t *testing.T) (certFile, keyFile string) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	template := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "graylane e2e"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, template, template, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
 }
 
 // zeros is an endless stream of zero bytes.

@@ -214,6 +214,69 @@ stringData: {checkout: `+rotated+`}
 		}
 	})
 
+	t.Run("https lane with its CA from a Secret", func(t *testing.T) {
+		certFile, keyFile := harness.TLSCertificate(t)
+		secure := harness.StartBackend(t, "secure", "-tls-cert", certFile, "-tls-key", keyFile)
+		ca, err := os.ReadFile(certFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		secret, err := json.Marshal(map[string]any{
+			"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+			"metadata":   map[string]any{"name": "lane-ca", "namespace": "graylane-demo"},
+			"stringData": map[string]any{"ca.crt": string(ca)},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cluster.Apply(t, string(secret))
+		cluster.Apply(t, `
+apiVersion: traefik.io/v1alpha1
+kind: Middleware
+metadata:
+  name: gray-dispatch-tls
+  namespace: graylane-demo
+spec:
+  plugin:
+    graylane-dispatch:
+      lanes:
+        secure:
+          servers: [{url: "`+secure.URL+`"}]
+          fallback: none
+      tls:
+        rootCAs: ["urn:k8s:secret:lane-ca:ca.crt"]
+---
+apiVersion: traefik.io/v1alpha1
+kind: IngressRoute
+metadata:
+  name: whoami-tls
+  namespace: graylane-demo
+spec:
+  entryPoints: [web]
+  routes:
+    - kind: Rule
+      match: Host(`+"`tls.example.com`"+`)
+      middlewares:
+        - name: gray-dispatch-tls
+      services:
+        - name: whoami-stable
+          port: http
+`)
+		var last string
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			r, err := harness.TryDo("GET", traefik.URL+"/", map[string]string{"Host": "tls.example.com", "X-Gray-Lane": "secure"}, nil)
+			if err == nil && r.Status == 200 && r.Backend() == "secure" {
+				return
+			}
+			if err != nil {
+				last = err.Error()
+			} else {
+				last = fmt.Sprintf("status %d from %q", r.Status, r.Backend())
+			}
+		}
+		t.Fatalf("the https lane with the Secret's CA is not served after 30s: %s", last)
+	})
+
 	t.Run("bad middleware", func(t *testing.T) {
 		cluster.Apply(t, `
 apiVersion: traefik.io/v1alpha1
