@@ -450,10 +450,12 @@ func retry(l *lane, first *server, rw http.ResponseWriter, req *http.Request) {
 	for s := first; len(out[retryMark]) != 0; {
 		if s = after(l.balancer, s, first); s == nil {
 			delete(out, retryMark)
+			delete(out, retriedMark)
 			serveFallback(l, rw, req)
 			return
 		}
 		out[retryMark] = pendingMark
+		out[retriedMark] = pendingMark
 		if l.passHost {
 			s.proxy.ServeHTTP(rw, req)
 		} else {
@@ -461,6 +463,7 @@ func retry(l *lane, first *server, rw http.ResponseWriter, req *http.Request) {
 		}
 	}
 	delete(out, retryMark)
+	delete(out, retriedMark)
 }
 
 // pickServer returns the server of l for req, or nil when none is available, for a lane without

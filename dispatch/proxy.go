@@ -84,8 +84,12 @@ func (bufferPool) Put(b []byte) {
 
 // retryMark is the response header key of a request's state while a server's proxy runs (see
 // serveLane). serveLane removes it as soon as the proxy returns. A key with spaces is no valid
-// header name: no server can send it.
-const retryMark = "graylane dispatch retry"
+// header name: no server can send it. retriedMark, without a value, is there while a retry runs
+// (see countsAgainstServer).
+const (
+	retryMark   = "graylane dispatch retry"
+	retriedMark = "graylane dispatch retried"
+)
 
 // pendingMark is the value of retryMark while a server's proxy runs, retryValue the one with
 // which proxyError asks for a retry.
@@ -306,7 +310,7 @@ func (s *server) proxyError(rw http.ResponseWriter, req *http.Request, err error
 		// This middleware's TLS settings refuse the server: not counted against the server,
 		// whose passive health other middlewares share.
 		logRarely(errorLog, "lane %s: %s: %v (check the URL's scheme, tls.rootCAs and tls.serverName)", s.lane, s.key, err)
-	} else if !refusedForHTTP2(err) {
+	} else if countsAgainstServer(rw, req, err) {
 		fail(s)
 	}
 	if !replayable(req, err) {
@@ -348,29 +352,52 @@ func answered(rw http.ResponseWriter, req *http.Request, err error) bool {
 }
 
 // replayable reports whether a request that failed with err may be sent again: when it never
-// reached the server (no connection could be opened, or the TLS handshake failed, so nothing read
-// its body either; prepare kept the body open), or when it has no body and is idempotent: by its method (RFC 9110:
-// sending it twice has the effect of sending it once) or by an Idempotency-Key header, as Go's
-// own transport decides for its retries. A POST whose response did not arrive in time may have
-// been carried out, and a body that was sent cannot be sent again: they are answered 502 or 504.
+// reached the server (no connection could be opened, the server's certificate or lack of TLS
+// ended the handshake, or the transport refused to send it, so nothing read its body either;
+// prepare kept the body open), or when it has no body and is idempotent: by its method (RFC 9110:
+// sending it twice has the effect of sending it once) or by an Idempotency-Key header (which Go's
+// own transport also honours for its retries). A POST whose response did not arrive in time may
+// have been carried out, and a body that was sent cannot be sent again: they are answered 502 or
+// 504.
 // (The proxy's outgoing request has a body exactly when the incoming one has a body and a length
 // other than 0.)
 func replayable(req *http.Request, err error) bool {
-	var opErr *net.OpError
-	if errors.As(err, &opErr) && opErr.Op == "dial" || certificateError(err) {
+	if dialFailed(err) || certificateError(err) || refusedToSend(err) {
 		return true
 	}
 	hasKey := req.Header["Idempotency-Key"] != nil || req.Header["X-Idempotency-Key"] != nil
 	return (req.Body == nil || req.ContentLength == 0) && (idempotent[req.Method] || hasKey)
 }
 
-// refusedForHTTP2 reports whether Go's transport refused to send a request to an HTTP/2 server
-// because of its headers: an upgrade other than WebSocket (WebSocket upgrades go over HTTP/1.1),
-// which proxyError does not count against the server. The transport's error type is internal,
-// so its message tells (TestUpgradeOverHTTP2 checks it on the Go version in use).
-func refusedForHTTP2(err error) bool {
+// dialFailed reports whether err is a failure to open a connection to the server.
+func dialFailed(err error) bool {
+	var opErr *net.OpError
+	return errors.As(err, &opErr) && opErr.Op == "dial"
+}
+
+// countsAgainstServer reports whether the failure err of req counts against the server for
+// passive health. A failure to connect always does. Other failures may be the request's doing
+// rather than the server's, so they count only for the first server an ordinary request went
+// to: not for a request the transport refused to send (see refusedToSend), not for a protocol
+// upgrade (a server may refuse the protocol, or, speaking only HTTP/2, the HTTP/1.1 connection an
+// upgrade needs), and not for the servers a request is retried on (retriedMark), so that one
+// request cannot take a whole lane down.
+func countsAgainstServer(rw http.ResponseWriter, req *http.Request, err error) bool {
+	if refusedToSend(err) {
+		return false
+	}
+	return dialFailed(err) || req.Header["Upgrade"] == nil && rw.Header()[retriedMark] == nil
+}
+
+// refusedToSend reports whether Go's transport refused to send the request because of its
+// headers: an upgrade other than WebSocket to an HTTP/2 server (WebSocket upgrades go over
+// HTTP/1.1), or headers larger than the HTTP/2 server accepts. The server never saw the request.
+// The transport's errors are internal, so their messages tell (the tests check them on the Go
+// version in use).
+func refusedToSend(err error) bool {
 	msg := err.Error()
-	return strings.Contains(msg, "invalid Upgrade request header") || strings.Contains(msg, "invalid Connection request header")
+	return strings.Contains(msg, "invalid Upgrade request header") || strings.Contains(msg, "invalid Connection request header") ||
+		strings.Contains(msg, "request header list larger than peer's advertised limit")
 }
 
 // certificateError reports whether err is a failure of the TLS handshake that the

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -578,4 +579,58 @@ func rawStatus(t *testing.T, url, raw string) int {
 	}
 	res.Body.Close()
 	return res.StatusCode
+}
+
+// switchableBackend starts a server that drops every connection without an answer while failing
+// is set, and otherwise answers with X-Backend name.
+func switchableBackend(t *testing.T, name string, failing *atomic.Bool) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		if failing.Load() {
+			panic(http.ErrAbortHandler)
+		}
+		rw.Header().Set("X-Backend", name)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// TestFailuresCounted checks which failures count against a server for passive health: not those
+// of the servers a request is retried on, not those of a protocol upgrade, and not a request the
+// transport refused to send. (Each count here would take the server down: maxFails 1.)
+func TestFailuresCounted(t *testing.T) {
+	var aFails, bFails atomic.Bool
+	aFails.Store(true)
+	bFails.Store(true)
+	a, b := switchableBackend(t, "a", &aFails), switchableBackend(t, "b", &bFails)
+	config := func(urls ...string) *dispatch.Config {
+		cfg := dispatch.CreateConfig()
+		cfg.Health.MaxFails = intp(1)
+		lane := laneConfig(urls...)
+		lane.Fallback = "none"
+		cfg.Lanes["canary"] = lane
+		return cfg
+	}
+	// a fails first and goes down; b fails on the retry, which does not count.
+	if rec := serve(newHandler(t, config(a, b)), "canary"); rec.Code != http.StatusBadGateway {
+		t.Fatalf("both failing: status %d, want 502", rec.Code)
+	}
+	bFails.Store(false)
+	if rec := serve(newHandler(t, config(b)), "canary"); rec.Code != http.StatusOK {
+		t.Fatalf("b after failing on a retry: status %d, want 200 (not down)", rec.Code)
+	}
+	// An upgrade that fails does not count either.
+	bFails.Store(true)
+	only := newHandler(t, config(b))
+	for i := 0; i < 3; i++ {
+		req := httptest.NewRequest(http.MethodGet, "http://front.example/", nil)
+		req.Header.Set("X-Gray-Lane", "canary")
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "websocket")
+		only.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	bFails.Store(false)
+	if rec := serve(only, "canary"); rec.Code != http.StatusOK {
+		t.Fatalf("b after failed upgrades: status %d, want 200 (not down)", rec.Code)
+	}
 }

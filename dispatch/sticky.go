@@ -105,20 +105,20 @@ func pickSticky(l *lane, req *http.Request) *server {
 }
 
 // stickyResponse returns the ModifyResponse of the proxy of s, a server of a sticky lane: it
-// sets the cookie that names s unless the request had it (so that a retry on another server
-// moves the client, and a fallback sets none), names the lane and server when servedByHeader is
-// set, and passes the rare statuses to unusualResponse. Set on the response rather than before
+// names the lane and server when servedByHeader is set, passes the rare statuses (101, 502, 503,
+// 504) to unusualResponse, and on any other response sets the cookie that names s unless the
+// request had it (so that a retry on another server moves the client, and a fallback sets none). Set on the response rather than before
 // the proxy runs: an interim 1xx response clears the headers set before it.
 func stickyResponse(s *server) func(*http.Response) error {
 	return func(res *http.Response) error {
-		if c, err := res.Request.Cookie(s.stickyName); err != nil || c.Value != s.stickyValue {
-			res.Header["Set-Cookie"] = append(res.Header["Set-Cookie"], s.stickyCookie...)
-		}
 		if s.servedBy != nil {
 			res.Header[s.servedByKey] = s.servedBy
 		}
 		if unusualStatus[res.StatusCode] {
-			return unusualResponse(s, res)
+			return unusualResponse(s, res) // no cookie for a server answering 502, 503 or 504
+		}
+		if c, err := res.Request.Cookie(s.stickyName); err != nil || c.Value != s.stickyValue {
+			res.Header["Set-Cookie"] = append(res.Header["Set-Cookie"], s.stickyCookie...)
 		}
 		return nil
 	}

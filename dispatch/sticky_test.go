@@ -177,3 +177,40 @@ func TestStickyAfterEarlyHints(t *testing.T) {
 		t.Fatalf("final response from %q with Set-Cookie %q, want the sticky cookie", res.Header.Get("X-Backend"), res.Header.Get("Set-Cookie"))
 	}
 }
+
+func TestStickyResponses(t *testing.T) {
+	a := newBackend(t, "a")
+	unavailable := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("X-Backend", "unavailable")
+		rw.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(unavailable.Close)
+	cfg := healthOff()
+	cfg.ServedByHeader = "X-Gray-Upstream"
+	cfg.Lanes["canary"] = stickyLane(a.URL)
+	cfg.Lanes["beta"] = stickyLane(unavailable.URL)
+	h := newHandler(t, cfg)
+
+	// servedByHeader and the cookie, both.
+	rec := serve(h, "canary")
+	cookie := strings.SplitN(rec.Header().Get("Set-Cookie"), ";", 2)[0]
+	if !strings.HasPrefix(cookie, "graylane_server_canary=") || rec.Header().Get("X-Gray-Upstream") != "canary "+a.URL {
+		t.Fatalf("Set-Cookie %q, X-Gray-Upstream %q", rec.Header().Get("Set-Cookie"), rec.Header().Get("X-Gray-Upstream"))
+	}
+	// The first of two cookies of that name counts: a valid one first keeps the client, a
+	// garbage one first gives it a new cookie.
+	if _, set := sendCookie(t, h, cookie+"; graylane_server_canary=junk"); set != "" {
+		t.Fatalf("valid cookie first: new cookie %q", set)
+	}
+	if _, set := sendCookie(t, h, "graylane_server_canary=junk; "+cookie); set != cookie {
+		t.Fatalf("junk cookie first: new cookie %q, want %q", set, cookie)
+	}
+	// A server answering 503 does not get the client's cookie.
+	req := httptest.NewRequest(http.MethodGet, "http://front.example/", nil)
+	req.Header.Set("X-Gray-Lane", "beta")
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Set-Cookie") != "" {
+		t.Fatalf("503: status %d with Set-Cookie %q, want no cookie", rec.Code, rec.Header().Get("Set-Cookie"))
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -181,27 +182,63 @@ func TestCertificateFailures(t *testing.T) {
 	}
 }
 
-// TestUpgradeOverHTTP2 checks that a request for an upgrade other than WebSocket, which Go's
-// transport refuses to send over HTTP/2, does not count against an HTTP/2 server.
-func TestUpgradeOverHTTP2(t *testing.T) {
-	srv, ca := tlsBackend(t, "h2", true)
-	cfg := dispatch.CreateConfig() // passive health on: 3 failures within 10s
-	cfg.TLS.RootCAs = []string{ca}
-	cfg.Lanes["canary"] = dispatch.Lane{Servers: []dispatch.Server{{URL: srv.URL}}, Fallback: "none"}
-	h := newHandler(t, cfg)
-	for i := 0; i < 4; i++ {
-		req := httptest.NewRequest(http.MethodGet, "http://front.example/", nil)
-		req.Header.Set("X-Gray-Lane", "canary")
-		req.Header.Set("Connection", "Upgrade")
-		req.Header.Set("Upgrade", "foo")
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		if rec.Code != http.StatusBadGateway {
-			t.Fatalf("upgrade %d: status %d, want 502", i, rec.Code)
+// TestRefusedToSend checks that a request Go's transport refuses to send to an HTTP/2 server (an
+// upgrade other than WebSocket, headers over the server's limit) goes to the next server, body
+// and all, since the server never saw it, and does not count against the server.
+func TestRefusedToSend(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
+		rw.Header().Set("X-Seen-Proto", req.Proto)
+	}))
+	srv.EnableHTTP2 = true
+	srv.Config.MaxHeaderBytes = 4 << 10
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	ca := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
+	good := newBackend(t, "good")
+	config := func(urls ...string) *dispatch.Config {
+		cfg := dispatch.CreateConfig()
+		cfg.Health.MaxFails = intp(1)
+		cfg.TLS.RootCAs = []string{ca}
+		cfg.Lanes["canary"] = dispatch.Lane{Servers: laneConfig(urls...).Servers, Fallback: "none"}
+		return cfg
+	}
+	h := newHandler(t, config(srv.URL, good.URL))
+	for _, headers := range [][]string{
+		{"Connection", "Upgrade", "Upgrade", "foo"},
+		{"X-Large", strings.Repeat("x", 64<<10)},
+	} {
+		rec := send(h, http.MethodPost, "canary", "payload", headers...)
+		if rec.Code != http.StatusOK || rec.Header().Get("X-Backend") != "good" || rec.Header().Get("X-Seen-Body") != "payload" {
+			t.Fatalf("POST with %.30q: %d from %q with body %q, want 200 from good", headers, rec.Code, rec.Header().Get("X-Backend"), rec.Header().Get("X-Seen-Body"))
 		}
 	}
-	if rec := serve(h, "canary"); rec.Code != http.StatusOK || rec.Header().Get("X-Seen-Proto") != "HTTP/2.0" {
-		t.Fatalf("after the upgrades: %d in %q, want 200 in HTTP/2.0", rec.Code, rec.Header().Get("X-Seen-Proto"))
+	if rec := serve(newHandler(t, config(srv.URL)), "canary"); rec.Code != http.StatusOK || rec.Header().Get("X-Seen-Proto") != "HTTP/2.0" {
+		t.Fatalf("afterwards: %d in %q, want 200 in HTTP/2.0 (not down)", rec.Code, rec.Header().Get("X-Seen-Proto"))
+	}
+}
+
+// TestNoTLSServerRetried checks that an https:// URL whose server does not speak TLS sends the
+// request (body and all) on to the next server, and that the failures do not take the server
+// down: every request tries it again.
+func TestNoTLSServerRetried(t *testing.T) {
+	conns := &connCounter{}
+	plain := httptest.NewUnstartedServer(http.NotFoundHandler())
+	plain.Config.ConnState = conns.connState
+	plain.Start()
+	t.Cleanup(plain.Close)
+	good := newBackend(t, "good")
+	cfg := dispatch.CreateConfig()
+	cfg.Health.MaxFails = intp(1)
+	cfg.Lanes["canary"] = dispatch.Lane{Servers: []dispatch.Server{{URL: "https://" + plain.Listener.Addr().String()}, {URL: good.URL}}, Fallback: "none"}
+	h := newHandler(t, cfg)
+	for i := 0; i < 3; i++ {
+		rec := send(h, http.MethodPost, "canary", "payload")
+		if rec.Code != http.StatusOK || rec.Header().Get("X-Backend") != "good" || rec.Header().Get("X-Seen-Body") != "payload" {
+			t.Fatalf("POST %d: %d from %q with body %q, want 200 from good", i, rec.Code, rec.Header().Get("X-Backend"), rec.Header().Get("X-Seen-Body"))
+		}
+	}
+	if n := conns.count(); n < 2 {
+		t.Fatalf("the server without TLS was tried %d times for 3 requests round-robin, want it never down", n)
 	}
 }
 
