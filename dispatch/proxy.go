@@ -376,17 +376,26 @@ func dialFailed(err error) bool {
 }
 
 // countsAgainstServer reports whether the failure err of req counts against the server for
-// passive health. A failure to connect always does. Other failures may be the request's doing
-// rather than the server's, so they count only for the first server an ordinary request went
-// to: not for a request the transport refused to send (see refusedToSend), not for a protocol
-// upgrade (a server may refuse the protocol, or, speaking only HTTP/2, the HTTP/1.1 connection an
-// upgrade needs), and not for the servers a request is retried on (retriedMark), so that one
-// request cannot take a whole lane down.
+// passive health. A failure to connect always does. A request the transport refused to send
+// (see refusedToSend) never does. Any other failure may be the request's doing rather than the
+// server's, so it counts only on the first server of a lane the request went to, not on the
+// servers it is retried on (retriedMark), so that one request costs a lane at most one failure;
+// and for a protocol upgrade, not when the server ended the TLS handshake with an alert (a
+// server that speaks only HTTP/2 refuses the HTTP/1.1 connection an upgrade needs).
 func countsAgainstServer(rw http.ResponseWriter, req *http.Request, err error) bool {
 	if refusedToSend(err) {
 		return false
 	}
-	return dialFailed(err) || req.Header["Upgrade"] == nil && rw.Header()[retriedMark] == nil
+	if dialFailed(err) {
+		return true
+	}
+	return rw.Header()[retriedMark] == nil && (req.Header["Upgrade"] == nil || !tlsAlert(err))
+}
+
+// tlsAlert reports whether err is an alert the server sent in the TLS handshake (or later).
+func tlsAlert(err error) bool {
+	var opErr *net.OpError
+	return errors.As(err, &opErr) && opErr.Op == "remote error"
 }
 
 // refusedToSend reports whether Go's transport refused to send the request because of its

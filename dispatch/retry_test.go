@@ -596,8 +596,8 @@ func switchableBackend(t *testing.T, name string, failing *atomic.Bool) string {
 }
 
 // TestFailuresCounted checks which failures count against a server for passive health: not those
-// of the servers a request is retried on, not those of a protocol upgrade, and not a request the
-// transport refused to send. (Each count here would take the server down: maxFails 1.)
+// of the servers a request is retried on, but those of a protocol upgrade. (Each count here takes
+// the server down: maxFails 1.)
 func TestFailuresCounted(t *testing.T) {
 	var aFails, bFails atomic.Bool
 	aFails.Store(true)
@@ -619,18 +619,37 @@ func TestFailuresCounted(t *testing.T) {
 	if rec := serve(newHandler(t, config(b)), "canary"); rec.Code != http.StatusOK {
 		t.Fatalf("b after failing on a retry: status %d, want 200 (not down)", rec.Code)
 	}
-	// An upgrade that fails does not count either.
+	// The first server of a fallback lane is a first server too: its failure counts.
+	var cFails atomic.Bool
+	cFails.Store(true)
+	c := switchableBackend(t, "c", &cFails)
+	chain := config(a)
+	chain.Lanes["canary"] = dispatch.Lane{Servers: laneConfig(a).Servers, Fallback: "blue"}
+	chain.Lanes["blue"] = dispatch.Lane{Servers: laneConfig(c).Servers, Fallback: "none"}
+	aFails.Store(false) // a is down already: the request goes straight to blue
+	serve(newHandler(t, chain), "canary")
+	cFails.Store(false)
+	if rec := serve(newHandler(t, config(c)), "canary"); rec.Code != http.StatusBadGateway {
+		t.Fatalf("c after failing as the fallback lane's first server: status %d, want 502 (down)", rec.Code)
+	}
+	// A WebSocket upgrade that the server drops counts like any request: a lane that only serves
+	// WebSockets must lose a server that accepts connections and drops them.
 	bFails.Store(true)
 	only := newHandler(t, config(b))
-	for i := 0; i < 3; i++ {
-		req := httptest.NewRequest(http.MethodGet, "http://front.example/", nil)
-		req.Header.Set("X-Gray-Lane", "canary")
-		req.Header.Set("Connection", "Upgrade")
-		req.Header.Set("Upgrade", "websocket")
-		only.ServeHTTP(httptest.NewRecorder(), req)
-	}
+	upgrade(only)
 	bFails.Store(false)
-	if rec := serve(only, "canary"); rec.Code != http.StatusOK {
-		t.Fatalf("b after failed upgrades: status %d, want 200 (not down)", rec.Code)
+	if rec := serve(only, "canary"); rec.Code != http.StatusBadGateway {
+		t.Fatalf("b after a dropped upgrade: status %d, want 502 (down)", rec.Code)
 	}
+}
+
+// upgrade sends a WebSocket upgrade request of lane canary through h and returns the response.
+func upgrade(h http.Handler) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodGet, "http://front.example/", nil)
+	req.Header.Set("X-Gray-Lane", "canary")
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
 }

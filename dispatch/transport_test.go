@@ -1,7 +1,9 @@
 package dispatch_test
 
 import (
+	"crypto/tls"
 	"encoding/pem"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -239,6 +241,35 @@ func TestNoTLSServerRetried(t *testing.T) {
 	}
 	if n := conns.count(); n < 2 {
 		t.Fatalf("the server without TLS was tried %d times for 3 requests round-robin, want it never down", n)
+	}
+}
+
+// TestUpgradeToHTTP2OnlyServer checks that a WebSocket upgrade to a server that speaks only HTTP/2
+// (it refuses a TLS handshake without ALPN, which the transport uses for upgrades, as gRPC servers
+// do) does not count against the server: its other requests are fine.
+func TestUpgradeToHTTP2OnlyServer(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
+		rw.Header().Set("X-Seen-Proto", req.Proto)
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	srv.TLS.VerifyConnection = func(cs tls.ConnectionState) error {
+		if cs.NegotiatedProtocol == "" {
+			return errors.New("HTTP/2 only")
+		}
+		return nil
+	}
+	cfg := dispatch.CreateConfig()
+	cfg.Health.MaxFails = intp(1)
+	cfg.TLS.RootCAs = []string{string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))}
+	cfg.Lanes["canary"] = dispatch.Lane{Servers: laneConfig(srv.URL).Servers, Fallback: "none"}
+	h := newHandler(t, cfg)
+	if rec := upgrade(h); rec.Code != http.StatusBadGateway {
+		t.Fatalf("upgrade: status %d, want 502", rec.Code)
+	}
+	if rec := serve(h, "canary"); rec.Code != http.StatusOK || rec.Header().Get("X-Seen-Proto") != "HTTP/2.0" {
+		t.Fatalf("afterwards: %d in %q, want 200 in HTTP/2.0 (not down)", rec.Code, rec.Header().Get("X-Seen-Proto"))
 	}
 }
 
