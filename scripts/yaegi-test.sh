@@ -2,6 +2,7 @@
 # Runs the tests of the given plugin packages interpreted by Yaegi, the version Traefik embeds,
 # with the standard library symbols only (as Traefik loads plugins).
 # Usage: scripts/yaegi-test.sh [yaegi test flags] ./mark ./dispatch .
+# (for example: scripts/yaegi-test.sh -v -run TestSticky ./dispatch)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,12 +24,26 @@ trap 'rm -rf "$gopath"' EXIT
 mkdir -p "$gopath/src/github.com/graylane"
 ln -s "$root" "$gopath/src/github.com/graylane/graylane"
 
+# Packages are the arguments that start with "." (., ./mark); the others are test flags. yaegi test
+# reads a flag's value only in the -flag=value form, so "-run X" is passed on as "-run=X".
 flags=()
 pkgs=()
-for arg in "$@"; do
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+	arg=${args[i]}
+	next=${args[i + 1]:-}
 	case "$arg" in
-	-*) flags+=("$arg") ;;
-	*) pkgs+=("$arg") ;;
+	.*) pkgs+=("$arg") ;;
+	-*=* | -v | -short | -failfast) flags+=("$arg") ;;
+	-*)
+		if [ -n "$next" ] && [[ $next != -* && $next != .* ]]; then
+			flags+=("$arg=$next")
+			i=$((i + 1))
+		else
+			flags+=("$arg")
+		fi
+		;;
+	*) echo "yaegi-test: $arg is neither a flag nor a package (packages start with .)" >&2; exit 2 ;;
 	esac
 done
 status=0
