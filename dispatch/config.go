@@ -23,7 +23,8 @@ type Config struct {
 	// ServedByHeader, when set, names a response header that tells the lane and server used.
 	ServedByHeader string
 	// FlushInterval is how often a streamed response is flushed to the client ("100ms");
-	// "-1" flushes after every write. Default 100ms; event streams always flush at once.
+	// "-1" flushes after every write. Default 100ms; event streams and responses without a
+	// Content-Length always flush at once.
 	FlushInterval string
 }
 
@@ -37,7 +38,7 @@ type Lane struct {
 	// "next" (default) is the router's own service, "none" answers 502, any other value
 	// names another lane.
 	Fallback string
-	// Sticky, when set, keeps a client on the server it was first sent to, by a cookie, like
+	// Sticky, when set, keeps a client on the server that first answered it, by a cookie, like
 	// the sticky sessions of a Traefik load balancer.
 	Sticky *Sticky
 }
@@ -51,13 +52,13 @@ type Sticky struct {
 // StickyCookie is the cookie of a lane's sticky sessions, with the field names of Traefik's
 // sticky.cookie. Its value is a hash of the server's URL.
 type StickyCookie struct {
-	// Name is the cookie's name. Default graylane_<lane>.
+	// Name is the cookie's name. Default graylane_server_<lane>.
 	Name string
 	// Secure sends the cookie over HTTPS only.
 	Secure bool
 	// HTTPOnly hides the cookie from scripts.
 	HTTPOnly bool
-	// SameSite is none, lax or strict; empty sends no SameSite attribute.
+	// SameSite is none, lax or strict; empty or default sends no SameSite attribute.
 	SameSite string
 	// MaxAge is the cookie's lifetime in seconds; 0 (default) makes it a session cookie.
 	MaxAge int

@@ -405,8 +405,8 @@ func serveValue(h *handler, value string, rw http.ResponseWriter, req *http.Requ
 	h.unknown.ServeHTTP(rw, req)
 }
 
-// serveLane sends req to the next server of l, retries a failed request without a body on the
-// lane's other servers, and hands it to l's fallback when no server is available. The request
+// serveLane sends req to the next server of l, retries a failed request that may be sent again
+// (see replayable) on the lane's other servers, and hands it to l's fallback when no server is available. The request
 // keeps its state in the response headers, which costs far less under Yaegi than carrying it in
 // the request context: retryMark is there, without a value, while a server's proxy runs, and
 // with one when proxyError asks for a retry. (ReverseProxy clears the response headers when it

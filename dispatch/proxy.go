@@ -102,8 +102,9 @@ var (
 // X-Forwarded-Host and X-Forwarded-Proto where they are missing; for a protocol upgrade, the
 // WebSocket headers spelled as RFC 6455 does (see webSocketKeys); for a protocol upgrade or a
 // request with a body, the state that proxyError reads (see requestState); for a request with a
-// body, a body that the proxy and the transport cannot close, so that after a failure to connect
-// (when nothing has read it) the request can go to another server (the server that received the
+// body, a body that the proxy and the transport cannot close, so that when the request was never
+// sent (no connection, a failed TLS handshake, refused by the transport) it can go to another
+// server (the server that received the
 // request closes the body once the handler returns). Behind Traefik the headers are never
 // missing: its entry point sets them (and X-Forwarded-Port, -Server, X-Real-Ip) before any
 // middleware runs, so they go on unchanged. The incoming request is left as it was: the copy
@@ -379,7 +380,8 @@ func dialFailed(err error) bool {
 // passive health. A failure to connect always does. A request the transport refused to send
 // (see refusedToSend) never does. Any other failure may be the request's doing rather than the
 // server's, so it counts only on the first server of a lane the request went to, not on the
-// servers it is retried on (retriedMark), so that one request costs a lane at most one failure;
+// servers it is retried on (retriedMark), so that these failures of one request cost a lane at
+// most one (failures to connect, and 502/503/504 answers, count on every server);
 // and for a protocol upgrade, not when the server ended the TLS handshake with an alert (a
 // server that speaks only HTTP/2 refuses the HTTP/1.1 connection an upgrade needs).
 func countsAgainstServer(rw http.ResponseWriter, req *http.Request, err error) bool {

@@ -133,9 +133,11 @@ func TestRetryOnResponseHeaderTimeout(t *testing.T) {
 func TestNoRetryAfterInterimResponse(t *testing.T) {
 	// The first server passes a 103 Early Hints on to the client, then hangs up: the client has
 	// seen something from it, so the request is not sent to the next server.
+	// Nor does the failure count against it (maxFails 1 would take it down).
 	hints := earlyHintsThenHangUp(t)
 	good := newBackend(t, "good")
-	cfg := healthOff()
+	cfg := dispatch.CreateConfig()
+	cfg.Health.MaxFails = intp(1)
 	cfg.Lanes["canary"] = laneConfig(hints, good.URL)
 	front := httptest.NewServer(newHandler(t, cfg))
 	t.Cleanup(front.Close)
@@ -157,6 +159,22 @@ func TestNoRetryAfterInterimResponse(t *testing.T) {
 	res.Body.Close()
 	if interim != 1 || res.StatusCode != http.StatusBadGateway || res.Header.Get("X-Backend") != "" {
 		t.Fatalf("%d interim responses, then status %d from %q; want one, then 502 from dispatch", interim, res.StatusCode, res.Header.Get("X-Backend"))
+	}
+	// Round robin: good, then the server with the hints again, which is not down.
+	for i, want := range []int{http.StatusOK, http.StatusBadGateway} {
+		req, err := http.NewRequest(http.MethodGet, front.URL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Gray-Lane", "canary")
+		res, err := front.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Fatalf("request %d after the hints: status %d, want %d", i+2, res.StatusCode, want)
+		}
 	}
 }
 

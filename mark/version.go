@@ -470,8 +470,8 @@ func newVersionSource(v VersionSource, rules []rule) versionSource {
 	return s
 }
 
-// lookupVerdict returns the verdict of the version of req: the first non-empty value of the
-// header, then the query parameter.
+// lookupVerdict returns the verdict of the version of req: the header's first value when it is
+// not empty, else the query parameter.
 func lookupVerdict(s *versionSource, req *http.Request) *versionVerdict {
 	text := ""
 	if values := req.Header[s.header]; len(values) > 0 {
