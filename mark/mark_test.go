@@ -201,6 +201,8 @@ func TestNewRejects(t *testing.T) {
 		{name: "cookie name", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Cookies: map[string]string{"": "a"}}}}, want: `rules[0].cookies[""]: `},
 		{name: "query name", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Query: map[string]string{"": "a"}}}}, want: `rules[0].query[""]: `},
 		{name: "sourceIPs", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", SourceIPs: []string{"10.0.0.1", "300.0.0.0/8"}}}}, want: `rules[0].sourceIPs[1]: "300.0.0.0/8": `},
+		{name: "users with spaces", cfg: mark.Config{Identity: mark.Identity{Header: "X-User-Id"}, Rules: []mark.Rule{{Name: "x", Lane: "canary", Users: []string{"1001", " 1002"}}}}, want: `rules[0].users[1]: " 1002": spaces around a user ID`},
+		{name: "Host header", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Headers: map[string]string{"host": "app.test"}}}}, want: `rules[0].headers["host"]: not a request header in Traefik`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -111,13 +111,19 @@ func (r *rule) build(at string, cfg *Rule, fields *fieldTable) error {
 	if len(cfg.Users) > 0 {
 		r.users = make(map[string]struct{}, len(cfg.Users))
 		for i := 0; i < len(cfg.Users); i++ {
-			if cfg.Users[i] == "" {
+			user := cfg.Users[i]
+			if user == "" {
 				return fmt.Errorf("%s.users[%d]: must not be empty", at, i)
 			}
-			if len(cfg.Users[i]) > maxIDLen {
-				return fmt.Errorf("%s.users[%d]: %q: longer than %d bytes, the longest user ID mark reads", at, i, cfg.Users[i], maxIDLen)
+			if strings.TrimSpace(user) != user {
+				// "1001, 1002" (a label, or one string where a list is expected) decodes to
+				// "1001" and " 1002", which a header's identity (trimmed) never matches.
+				return fmt.Errorf("%s.users[%d]: %q: spaces around a user ID (a list written as \"a, b\"? write \"a,b\" or a YAML list)", at, i, user)
 			}
-			r.users[cfg.Users[i]] = struct{}{}
+			if len(user) > maxIDLen {
+				return fmt.Errorf("%s.users[%d]: %q: longer than %d bytes, the longest user ID mark reads", at, i, user, maxIDLen)
+			}
+			r.users[user] = struct{}{}
 		}
 	}
 	if r.path, err = newPathMatch(cfg.Path); err != nil {
@@ -274,6 +280,9 @@ func newPairs(kind int, m map[string]string, fields *fieldTable) ([]pair, error)
 			return nil, errors.New(`[""]: empty name`)
 		case kind == fromHeader && !isToken(name):
 			return nil, fmt.Errorf("[%q]: not a valid header name", name)
+		case kind == fromHeader && strings.EqualFold(name, "Host"):
+			// Go's server moves Host out of the header map into Request.Host.
+			return nil, fmt.Errorf("[%q]: not a request header in Traefik (it is the request's host): route by host with a Host() router rule", name)
 		case kind == fromCookie && !isToken(name):
 			return nil, fmt.Errorf("[%q]: not a valid cookie name", name)
 		case kind == fromHeader:

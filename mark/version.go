@@ -490,13 +490,15 @@ func lookupVerdict(s *versionSource, req *http.Request) *versionVerdict {
 	return verdict
 }
 
-// judgeVersion computes the verdict of a client version text, and caches it.
+// judgeVersion computes the verdict of a client version text, and caches it when it parses.
 func judgeVersion(s *versionSource, text string) *versionVerdict {
 	verdict := &versionVerdict{holds: make([]bool, len(s.constraints))}
-	if v, ok := parseVersion(text); ok {
-		for i := 0; i < len(s.constraints); i++ {
-			verdict.holds[i] = matchConstraint(s.constraints[i], &v)
-		}
+	v, ok := parseVersion(text)
+	if !ok {
+		return verdict // not cached: junk must not fill the cache
+	}
+	for i := 0; i < len(s.constraints); i++ {
+		verdict.holds[i] = matchConstraint(s.constraints[i], &v)
 	}
 	if len(text) <= maxCachedVersionLen {
 		c := s.cache
