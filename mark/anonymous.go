@@ -144,7 +144,22 @@ func stickyKey(k *anonymousPolicy, rw http.ResponseWriter, req *http.Request) (s
 	if id, ok := cookieValue(req, k.cookieName); ok && validAnonymousID(id) {
 		return id, true
 	}
+	if id, ok := laterStickyID(k, req); ok {
+		return id, true
+	}
 	return issueAnonymousID(k, rw)
+}
+
+// laterStickyID returns a valid anonymous ID from a later cookie of the sticky name, when the
+// first is not one: a browser sends every cookie of that name it holds (one of a longer path or
+// of a parent domain first), and mark's own host-only one at Path=/ would never replace those.
+func laterStickyID(k *anonymousPolicy, req *http.Request) (string, bool) {
+	for _, c := range req.Cookies() {
+		if c.Name == k.cookieName && validAnonymousID(c.Value) {
+			return c.Value, true
+		}
+	}
+	return "", false
 }
 
 // issueAnonymousID returns a new random anonymous ID and sets it in the sticky cookie on rw.

@@ -62,6 +62,15 @@ func TestAnonymousCookie(t *testing.T) {
 		}
 	}
 
+	// A cookie of the same name that is not an ID mark issued (another path's, a parent domain's)
+	// may come first: the valid one after it still counts.
+	for _, cookie := range []string{"graylane_id=old; graylane_id=" + id, "graylane_id=; graylane_id=" + id + "; graylane_id=x"} {
+		rec := serve(h, request{target: "/app", headers: []string{"Cookie", cookie}}.build())
+		if got, c := rec.Header().Get(laneSeen), rec.Header().Get("Set-Cookie"); got != lane || c != "" {
+			t.Errorf("Cookie %q: lane %q, Set-Cookie %q; want %q and none", cookie, got, c, lane)
+		}
+	}
+
 	// Both lanes of the half rule are reached by anonymous visitors.
 	lanes := map[string]bool{}
 	for i := 0; i < 64 && len(lanes) < 2; i++ {
