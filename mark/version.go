@@ -494,11 +494,12 @@ func lookupVerdict(s *versionSource, req *http.Request) *versionVerdict {
 func judgeVersion(s *versionSource, text string) *versionVerdict {
 	verdict := &versionVerdict{holds: make([]bool, len(s.constraints))}
 	v, ok := parseVersion(text)
-	if !ok {
-		return verdict // not cached: junk must not fill the cache
-	}
-	for i := 0; i < len(s.constraints); i++ {
-		verdict.holds[i] = matchConstraint(s.constraints[i], &v)
+	if ok {
+		for i := 0; i < len(s.constraints); i++ {
+			verdict.holds[i] = matchConstraint(s.constraints[i], &v)
+		}
+	} else if text != "" {
+		return verdict // not cached: junk must not fill the cache (no version at all is cached)
 	}
 	if len(text) <= maxCachedVersionLen {
 		c := s.cache

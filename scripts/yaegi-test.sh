@@ -24,25 +24,25 @@ trap 'rm -rf "$gopath"' EXIT
 mkdir -p "$gopath/src/github.com/graylane"
 ln -s "$root" "$gopath/src/github.com/graylane/graylane"
 
-# Packages are the arguments that start with "." (., ./mark); the others are test flags. yaegi test
-# reads a flag's value only in the -flag=value form, so "-run X" is passed on as "-run=X".
+# Flags come first, as with go test: a flag other than -v, -short and -failfast takes the next
+# argument as its value unless written -flag=value ("-run X", "-bench ."). The other arguments are
+# packages, which start with "." (., ./mark).
 flags=()
 pkgs=()
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
 	arg=${args[i]}
-	next=${args[i + 1]:-}
 	case "$arg" in
-	.*) pkgs+=("$arg") ;;
 	-*=* | -v | -short | -failfast) flags+=("$arg") ;;
 	-*)
-		if [ -n "$next" ] && [[ $next != -* && $next != .* ]]; then
-			flags+=("$arg=$next")
-			i=$((i + 1))
-		else
-			flags+=("$arg")
+		if ((i + 1 >= ${#args[@]})); then
+			echo "yaegi-test: $arg needs a value" >&2
+			exit 2
 		fi
+		flags+=("$arg=${args[i + 1]}")
+		i=$((i + 1))
 		;;
+	.*) pkgs+=("$arg") ;;
 	*) echo "yaegi-test: $arg is neither a flag nor a package (packages start with .)" >&2; exit 2 ;;
 	esac
 done
