@@ -265,7 +265,7 @@ func buildLane(name string, cfg Lane, opts *serverOptions) (*lane, error) {
 	l.balancer = newBalancer(servers, opts.health)
 	l.only = l.balancer.only
 	if cookie != nil {
-		l.sticky = newStickiness(servers)
+		l.sticky = newStickiness(cookie.Name, servers)
 		l.only = nil // every request of a sticky lane goes through pickSticky
 	}
 	return l, nil
@@ -406,8 +406,8 @@ func serveValue(h *handler, value string, rw http.ResponseWriter, req *http.Requ
 }
 
 // serveLane sends req to the next server of l, retries a failed request that may be sent again
-// (see replayable) on the lane's other servers, and hands it to l's fallback when no server is available. The request
-// keeps its state in the response headers, which costs far less under Yaegi than carrying it in
+// (see replayable) on the lane's other servers, and hands it to l's fallback when no server is
+// available. The request keeps its state in the response headers, which costs far less under Yaegi than carrying it in
 // the request context: retryMark is there, without a value, while a server's proxy runs, and
 // with one when proxyError asks for a retry. (ReverseProxy clears the response headers when it
 // passes an interim 1xx response on to the client: then the mark is gone, and proxyError knows

@@ -104,8 +104,8 @@ var (
 // request with a body, the state that proxyError reads (see requestState); for a request with a
 // body, a body that the proxy and the transport cannot close, so that when the request was never
 // sent (no connection, a failed TLS handshake, refused by the transport) it can go to another
-// server (the server that received the
-// request closes the body once the handler returns). Behind Traefik the headers are never
+// server (the server that received the request closes the body once the handler returns).
+// Behind Traefik the headers are never
 // missing: its entry point sets them (and X-Forwarded-Port, -Server, X-Real-Ip) before any
 // middleware runs, so they go on unchanged. The incoming request is left as it was: the copy
 // goes to the lane's servers, retries and fallbacks, and a fallback takes the incoming request
@@ -359,9 +359,8 @@ func answered(rw http.ResponseWriter, req *http.Request, err error) bool {
 // sending it twice has the effect of sending it once) or by an Idempotency-Key header (which Go's
 // own transport also honours for its retries). A POST whose response did not arrive in time may
 // have been carried out, and a body that was sent cannot be sent again: they are answered 502 or
-// 504.
-// (The proxy's outgoing request has a body exactly when the incoming one has a body and a length
-// other than 0.)
+// 504. (The proxy's outgoing request has a body exactly when the incoming one has a body and a
+// length other than 0.)
 func replayable(req *http.Request, err error) bool {
 	if dialFailed(err) || certificateError(err) || refusedToSend(err) {
 		return true
@@ -372,8 +371,17 @@ func replayable(req *http.Request, err error) bool {
 
 // dialFailed reports whether err is a failure to open a connection to the server.
 func dialFailed(err error) bool {
+	return netOp(err) == "dial"
+}
+
+// netOp returns the operation of the *net.OpError in err ("dial", "remote error" for a TLS alert
+// the server sent, …), or "".
+func netOp(err error) string {
 	var opErr *net.OpError
-	return errors.As(err, &opErr) && opErr.Op == "dial"
+	if errors.As(err, &opErr) {
+		return opErr.Op
+	}
+	return ""
 }
 
 // countsAgainstServer reports whether the failure err of req counts against the server for
@@ -381,23 +389,18 @@ func dialFailed(err error) bool {
 // (see refusedToSend) never does. Any other failure may be the request's doing rather than the
 // server's, so it counts only on the first server of a lane the request went to, not on the
 // servers it is retried on (retriedMark), so that these failures of one request cost a lane at
-// most one (failures to connect, and 502/503/504 answers, count on every server);
-// and for a protocol upgrade, not when the server ended the TLS handshake with an alert (a
-// server that speaks only HTTP/2 refuses the HTTP/1.1 connection an upgrade needs).
+// most one (failures to connect, and 502/503/504 answers, count on every server); and for a
+// protocol upgrade, not when the server sent a TLS alert (a server that speaks only HTTP/2
+// refuses the HTTP/1.1 connection an upgrade needs).
 func countsAgainstServer(rw http.ResponseWriter, req *http.Request, err error) bool {
 	if refusedToSend(err) {
 		return false
 	}
-	if dialFailed(err) {
+	op := netOp(err)
+	if op == "dial" {
 		return true
 	}
-	return rw.Header()[retriedMark] == nil && (req.Header["Upgrade"] == nil || !tlsAlert(err))
-}
-
-// tlsAlert reports whether err is an alert the server sent in the TLS handshake (or later).
-func tlsAlert(err error) bool {
-	var opErr *net.OpError
-	return errors.As(err, &opErr) && opErr.Op == "remote error"
+	return rw.Header()[retriedMark] == nil && (req.Header["Upgrade"] == nil || op != "remote error")
 }
 
 // refusedToSend reports whether Go's transport refused to send the request because of its

@@ -162,17 +162,7 @@ func TestNoRetryAfterInterimResponse(t *testing.T) {
 	}
 	// Round robin: good, then the server with the hints again, which is not down.
 	for i, want := range []int{http.StatusOK, http.StatusBadGateway} {
-		req, err := http.NewRequest(http.MethodGet, front.URL, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("X-Gray-Lane", "canary")
-		res, err := front.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		if res.StatusCode != want {
+		if res := getLane(t, front.URL); res.StatusCode != want { //nolint:bodyclose // getLane closes it at cleanup
 			t.Fatalf("request %d after the hints: status %d, want %d", i+2, res.StatusCode, want)
 		}
 	}

@@ -53,8 +53,9 @@ func parseStickyCookie(name string, cfg *StickyCookie) (*http.Cookie, error) {
 		}
 		cookie.Path = *cfg.Path
 	}
-	cookie.Value = stickyValue("http://example.test")
-	if err := cookie.Valid(); err != nil {
+	probe := *cookie
+	probe.Value = "0" // Valid checks the value too; each server's is set by makeSticky
+	if err := probe.Valid(); err != nil {
 		return nil, fmt.Errorf("domain: %q: %w", cfg.Domain, err)
 	}
 	return cookie, nil
@@ -80,11 +81,11 @@ func makeSticky(s *server, cookie http.Cookie) {
 	s.stickyCookie = []string{cookie.String()}
 }
 
-// newStickiness returns the stickiness of a lane over its servers (made sticky by makeSticky).
-func newStickiness(servers []*server) *stickiness {
-	st := &stickiness{byValue: make(map[string]*server, len(servers))}
+// newStickiness returns the stickiness of a lane by the cookie called name over its servers
+// (made sticky by makeSticky).
+func newStickiness(name string, servers []*server) *stickiness {
+	st := &stickiness{cookie: name, byValue: make(map[string]*server, len(servers))}
 	for i := 0; i < len(servers); i++ {
-		st.cookie = servers[i].stickyName
 		if servers[i].weight > 0 {
 			st.byValue[servers[i].stickyValue] = servers[i]
 		}

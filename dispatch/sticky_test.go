@@ -163,16 +163,7 @@ func TestStickyAfterEarlyHints(t *testing.T) {
 	cfg.Lanes["canary"] = stickyLane(srv.URL)
 	front := httptest.NewServer(newHandler(t, cfg))
 	t.Cleanup(front.Close)
-	req, err := http.NewRequest(http.MethodGet, front.URL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("X-Gray-Lane", "canary")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
+	res := getLane(t, front.URL) //nolint:bodyclose // getLane closes it at cleanup
 	if res.Header.Get("X-Backend") != "hints" || !strings.HasPrefix(res.Header.Get("Set-Cookie"), "graylane_server_canary=") {
 		t.Fatalf("final response from %q with Set-Cookie %q, want the sticky cookie", res.Header.Get("X-Backend"), res.Header.Get("Set-Cookie"))
 	}
