@@ -246,35 +246,8 @@ spec:
       tls:
         rootCAs: ["urn:k8s:secret:lane-ca:ca.crt"]
 ---
-apiVersion: traefik.io/v1alpha1
-kind: IngressRoute
-metadata:
-  name: whoami-tls
-  namespace: graylane-demo
-spec:
-  entryPoints: [web]
-  routes:
-    - kind: Rule
-      match: Host(`+"`tls.example.com`"+`)
-      middlewares:
-        - name: gray-dispatch-tls
-      services:
-        - name: whoami-stable
-          port: http
-`)
-		var last string
-		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-			r, err := harness.TryDo("GET", traefik.URL+"/", map[string]string{"Host": "tls.example.com", "X-Gray-Lane": "secure"}, nil)
-			if err == nil && r.Status == 200 && r.Backend() == "secure" {
-				return
-			}
-			if err != nil {
-				last = err.Error()
-			} else {
-				last = fmt.Sprintf("status %d from %q", r.Status, r.Backend())
-			}
-		}
-		t.Fatalf("the https lane with the Secret's CA is not served after 30s: %s", last)
+`+stableRoute("whoami-tls", "tls.example.com", "gray-dispatch-tls"))
+		waitBackend(t, traefik.URL, map[string]string{"Host": "tls.example.com", "X-Gray-Lane": "secure"}, "secure", 30*time.Second)
 	})
 
 	t.Run("bad middleware", func(t *testing.T) {
@@ -293,22 +266,7 @@ spec:
           lane: "Canary!"
           users: ["1001"]
 ---
-apiVersion: traefik.io/v1alpha1
-kind: IngressRoute
-metadata:
-  name: whoami-bad
-  namespace: graylane-demo
-spec:
-  entryPoints: [web]
-  routes:
-    - kind: Rule
-      match: Host(`+"`bad.example.com`"+`)
-      middlewares:
-        - name: gray-mark-bad
-      services:
-        - name: whoami-stable
-          port: http
-`)
+`+stableRoute("whoami-bad", "bad.example.com", "gray-mark-bad"))
 		traefik.WaitLog(t, `rules[0].lane`, 20*time.Second)
 		for _, line := range strings.Split(traefik.Log(), "\n") {
 			if strings.Contains(line, "rules[0].lane") {
@@ -545,11 +503,39 @@ func secretValue(t *testing.T, c *kube.Cluster, namespace, name, key string) str
 // waitServing waits until the demo route answers from the stable backend.
 func waitServing(t *testing.T, base string, timeout time.Duration) {
 	t.Helper()
+	waitBackend(t, base, map[string]string{"Host": demoHost, "X-User-Id": "probe"}, "", timeout)
+}
+
+// stableRoute returns an IngressRoute called name in graylane-demo that sends host through the
+// Middleware middleware to the Service whoami-stable.
+func stableRoute(name, host, middleware string) string {
+	return `apiVersion: traefik.io/v1alpha1
+kind: IngressRoute
+metadata:
+  name: ` + name + `
+  namespace: graylane-demo
+spec:
+  entryPoints: [web]
+  routes:
+    - kind: Rule
+      match: Host(` + "`" + host + "`" + `)
+      middlewares:
+        - name: ` + middleware + `
+      services:
+        - name: whoami-stable
+          port: http
+`
+}
+
+// waitBackend waits until a GET of base/ with the given headers is answered 200 by the backend
+// want (any backend when want is empty), and fails the test after timeout.
+func waitBackend(t *testing.T, base string, headers map[string]string, want string, timeout time.Duration) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	last := "no answer"
 	for time.Now().Before(deadline) {
-		r, err := harness.TryDo("GET", base+"/", map[string]string{"Host": demoHost, "X-User-Id": "probe"}, nil)
-		if err == nil && r.Status == 200 && r.Backend() != "" {
+		r, err := harness.TryDo("GET", base+"/", headers, nil)
+		if err == nil && r.Status == 200 && r.Backend() != "" && (want == "" || r.Backend() == want) {
 			return
 		}
 		if err != nil {
@@ -559,7 +545,10 @@ func waitServing(t *testing.T, base string, timeout time.Duration) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Fatalf("the IngressRoute is not served %v after Traefik started: %s", timeout, last)
+	if want == "" {
+		want = "a backend"
+	}
+	t.Fatalf("GET with %v not answered 200 by %s within %v: %s", headers, want, timeout, last)
 }
 
 // bucket is the spec's percentage bucket of key: the first 8 bytes of
