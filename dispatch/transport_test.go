@@ -245,8 +245,11 @@ func TestNoTLSServerRetried(t *testing.T) {
 }
 
 // TestUpgradeToHTTP2OnlyServer checks that a WebSocket upgrade to a server that speaks only HTTP/2
-// (it refuses a TLS handshake without ALPN, which the transport uses for upgrades, as gRPC servers
-// do) does not count against the server: its other requests are fine.
+// (it refuses, with an alert, a TLS handshake that does not offer h2, which the transport does not
+// for an upgrade) does not count against the server: its other requests are fine. The server
+// refuses on reading the client's hello, so the alert is the client's handshake error every time.
+// (A server that refuses once the handshake is over races with the request the client sends
+// then: the client may see its write fail instead, which counts as a dropped connection.)
 func TestUpgradeToHTTP2OnlyServer(t *testing.T) {
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
 		rw.Header().Set("X-Seen-Proto", req.Proto)
@@ -254,11 +257,13 @@ func TestUpgradeToHTTP2OnlyServer(t *testing.T) {
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	srv.TLS.VerifyConnection = func(cs tls.ConnectionState) error {
-		if cs.NegotiatedProtocol == "" {
-			return errors.New("HTTP/2 only")
+	srv.TLS.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		for _, proto := range hello.SupportedProtos {
+			if proto == "h2" {
+				return nil, nil
+			}
 		}
-		return nil
+		return nil, errors.New("HTTP/2 only")
 	}
 	cfg := dispatch.CreateConfig()
 	cfg.Health.MaxFails = intp(1)
