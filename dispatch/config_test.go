@@ -77,6 +77,8 @@ func TestInvalidConfigs(t *testing.T) {
 	}{
 		{name: "header", cfg: dispatch.Config{Header: "X Lane"},
 			want: `header: "X Lane": not a valid header name`},
+		{name: "header Host", cfg: dispatch.Config{Header: "HOST"},
+			want: `header: "HOST": the request's host, not a header in Traefik`},
 		{name: "servedByHeader", cfg: dispatch.Config{ServedByHeader: "X:Up"},
 			want: `servedByHeader: "X:Up": not a valid header name`},
 		{name: "unknownLane", cfg: dispatch.Config{UnknownLane: "drop"},

@@ -76,6 +76,10 @@ func validate(cfg *Config) error {
 	if err := checkHeaderName(cfg.Header); err != nil {
 		return fmt.Errorf("header: %q: %w", cfg.Header, err)
 	}
+	if strings.EqualFold(cfg.Header, "Host") {
+		// Go's server moves Host out of the header map into Request.Host.
+		return fmt.Errorf("header: %q: the request's host, not a header in Traefik: name another header", cfg.Header)
+	}
 	if err := checkHeaderName(cfg.ServedByHeader); err != nil {
 		return fmt.Errorf("servedByHeader: %q: %w", cfg.ServedByHeader, err)
 	}

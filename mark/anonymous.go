@@ -147,7 +147,7 @@ func stickyKey(k *anonymousPolicy, rw http.ResponseWriter, req *http.Request) (s
 	if id, ok := laterStickyID(k, req); ok {
 		return id, true
 	}
-	return issueAnonymousID(k, rw)
+	return issueAnonymousID(k, rw, req)
 }
 
 // laterStickyID returns a valid anonymous ID from a later cookie of the sticky name, when the
@@ -162,11 +162,15 @@ func laterStickyID(k *anonymousPolicy, req *http.Request) (string, bool) {
 	return "", false
 }
 
-// issueAnonymousID returns a new random anonymous ID and sets it in the sticky cookie on rw.
-func issueAnonymousID(k *anonymousPolicy, rw http.ResponseWriter) (string, bool) {
+// issueAnonymousID returns a new random anonymous ID and sets it in the sticky cookie on rw. It
+// also adds the cookie to req, as the client will send it from now on, so that a later mark
+// middleware (in the same chain, or at an inner gateway) uses this ID instead of issuing a
+// second one whose cookie would replace this one in the browser.
+func issueAnonymousID(k *anonymousPolicy, rw http.ResponseWriter, req *http.Request) (string, bool) {
 	id, ok := newAnonymousID()
 	if ok {
 		rw.Header().Add("Set-Cookie", k.cookieName+"="+id+k.attributes)
+		req.AddCookie(&http.Cookie{Name: k.cookieName, Value: id})
 	}
 	return id, ok
 }

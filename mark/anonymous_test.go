@@ -1,6 +1,7 @@
 package mark_test
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -78,6 +79,36 @@ func TestAnonymousCookie(t *testing.T) {
 	}
 	if !lanes["canary"] || !lanes["all"] {
 		t.Errorf("anonymous visitors reached lanes %v, want canary and all", lanes)
+	}
+}
+
+// TestAnonymousCookieTwoMarks checks that a second mark middleware after the first (in the same
+// chain, or at an inner gateway) uses the ID the first issued instead of issuing another, whose
+// cookie would replace the first one's in the browser and move the visitor on the next visit.
+func TestAnonymousCookieTwoMarks(t *testing.T) {
+	innerCfg := config(mark.Rule{Name: "inner", Lane: "inner", Percent: float(50)})
+	innerCfg.Incoming = "keep"
+	inner, err := mark.New(context.Background(), http.HandlerFunc(backend), innerCfg, "inner")
+	if err != nil {
+		t.Fatal(err)
+	}
+	outer, err := mark.New(context.Background(), inner, config(mark.Rule{Name: "outer", Lane: "outer", Percent: float(50)}), "outer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lanes := map[string]bool{}
+	for i := 0; i < 16; i++ {
+		first := serve(outer, request{}.build())
+		id := stickyID(t, first.Header()) // fails on two Set-Cookie headers
+		lane := first.Header().Get(laneSeen)
+		lanes[lane] = true
+		again := serve(outer, request{headers: []string{"Cookie", "graylane_id=" + id}}.build())
+		if got := again.Header().Get(laneSeen); got != lane || again.Header().Get("Set-Cookie") != "" {
+			t.Fatalf("visitor %d: lane %q, then %q with the cookie (Set-Cookie %q)", i, lane, got, again.Header().Get("Set-Cookie"))
+		}
+	}
+	if !lanes["outer"] || !lanes["inner"] {
+		t.Errorf("lanes %v, want outer and inner among 16 visitors", lanes)
 	}
 }
 

@@ -142,21 +142,31 @@ func forwardedIPAt(req *http.Request, depth int) (netip.Addr, bool) {
 	if len(entries) < depth {
 		return netip.Addr{}, false
 	}
-	return parseClientIP(entries[len(entries)-depth])
+	return forwardedEntryIP(entries[len(entries)-depth])
 }
 
 // lastForwardedIPNotIn returns the rightmost X-Forwarded-For entry of req that is not in
-// excluded; empty entries are skipped, and one that is not an address ends the search.
+// excluded; empty entries are skipped, and one that is not an address (with or without a port)
+// ends the search.
 func lastForwardedIPNotIn(req *http.Request, excluded ipSet) (netip.Addr, bool) {
 	entries := forwardedFor(req)
 	for i := len(entries) - 1; i >= 0; i-- {
 		if strings.TrimSpace(entries[i]) == "" {
 			continue
 		}
-		a, ok := parseClientIP(entries[i])
+		a, ok := forwardedEntryIP(entries[i])
 		if !ok || !inIPSet(excluded, a) {
 			return a, ok
 		}
 	}
 	return netip.Addr{}, false
+}
+
+// forwardedEntryIP parses an X-Forwarded-For entry, which some proxies write with a port
+// ("203.0.113.7:51234", "[2001:db8::1]:443"); Traefik's ipAllowList accepts those too.
+func forwardedEntryIP(entry string) (netip.Addr, bool) {
+	if ap, err := netip.ParseAddrPort(strings.TrimSpace(entry)); err == nil {
+		return ap.Addr().Unmap().WithZone(""), true
+	}
+	return parseClientIP(entry)
 }

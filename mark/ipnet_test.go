@@ -96,7 +96,7 @@ func TestIPStrategyAnonymousKey(t *testing.T) {
 
 // ipStrategySeeds are the seeds of FuzzIPStrategy, also run by TestIPStrategySeeds (Yaegi does
 // not run fuzz targets): X-Forwarded-For values.
-var ipStrategySeeds = []string{"", "203.0.113.7", "a, 10.0.0.1", " ,, ", "::ffff:10.1.2.3, 2001:db8::1%eth0", "10.0.0.1,10.0.0.2,10.0.0.3", "1.2.3.4:80", strings.Repeat("10.0.0.1,", 50)}
+var ipStrategySeeds = []string{"", "203.0.113.7", "a, 10.0.0.1", " ,, ", "::ffff:10.1.2.3, 2001:db8::1%eth0", "10.0.0.1,10.0.0.2,10.0.0.3", "1.2.3.4:80", "[2001:db8::1]:443, 10.0.0.1:80", "10.0.0.1:x", strings.Repeat("10.0.0.1,", 50)}
 
 // checkIPStrategy verifies that, under depth (0: excludedIPs 10.0.0.0/8), a rule matching every
 // address matches exactly when the X-Forwarded-For value xff has a client IP, as found here by
@@ -106,7 +106,7 @@ func checkIPStrategy(t testing.TB, xff string, depth int) {
 	want := false
 	if depth > 0 {
 		if len(entries) >= depth {
-			_, err := netip.ParseAddr(strings.TrimSpace(entries[len(entries)-depth]))
+			_, err := entryAddr(entries[len(entries)-depth])
 			want = err == nil
 		}
 	} else {
@@ -116,7 +116,7 @@ func checkIPStrategy(t testing.TB, xff string, depth int) {
 			if entry == "" {
 				continue
 			}
-			a, err := netip.ParseAddr(entry)
+			a, err := entryAddr(entry)
 			if err != nil || !private.Contains(a.Unmap()) {
 				want = err == nil
 				break
@@ -132,6 +132,15 @@ func checkIPStrategy(t testing.TB, xff string, depth int) {
 	if want && got != "canary" || !want && got != "-" {
 		t.Fatalf("X-Forwarded-For %q, depth %d: lane %q, want a client IP: %v", xff, depth, got, want)
 	}
+}
+
+// entryAddr parses an X-Forwarded-For entry: an address, or an address and a port.
+func entryAddr(entry string) (netip.Addr, error) {
+	entry = strings.TrimSpace(entry)
+	if ap, err := netip.ParseAddrPort(entry); err == nil {
+		return ap.Addr(), nil
+	}
+	return netip.ParseAddr(entry)
 }
 
 func FuzzIPStrategy(f *testing.F) {

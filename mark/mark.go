@@ -53,6 +53,10 @@ func validate(cfg *Config) error {
 	if err := checkHeaderName(cfg.Header); err != nil {
 		return fmt.Errorf("header: %q: %w", cfg.Header, err)
 	}
+	if strings.EqualFold(cfg.Header, "Host") {
+		// Go's server moves Host out of the header map into Request.Host.
+		return fmt.Errorf("header: %q: the request's host, not a header in Traefik: name another header", cfg.Header)
+	}
 	switch strings.ToLower(cfg.Incoming) {
 	case "", incomingStrip, incomingKeep:
 	case incomingTrusted:
@@ -95,6 +99,13 @@ func validateRules(cfg *Config) error {
 		}
 		if r.Versions != "" && v.Header == "" && v.Query == "" {
 			return fmt.Errorf("rules[%d].versions: %q: no version source: set version.header or version.query", i, r.Versions)
+		}
+		if (r.Percent != nil || len(r.Ramp) > 0) && !hasIdentity && strings.EqualFold(cfg.Anonymous, anonymousNone) {
+			field := "ramp"
+			if r.Percent != nil {
+				field = fmt.Sprintf("percent: %v", *r.Percent)
+			}
+			return fmt.Errorf("rules[%d].%s: never matches: no identity source, and anonymous none: set identity.header, cookie, query or jwtClaim, or another anonymous", i, field)
 		}
 	}
 	return nil

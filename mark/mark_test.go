@@ -202,6 +202,12 @@ func TestNewRejects(t *testing.T) {
 		{name: "query name", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Query: map[string]string{"": "a"}}}}, want: `rules[0].query[""]: `},
 		{name: "sourceIPs", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", SourceIPs: []string{"10.0.0.1", "300.0.0.0/8"}}}}, want: `rules[0].sourceIPs[1]: "300.0.0.0/8": `},
 		{name: "users with spaces", cfg: mark.Config{Identity: mark.Identity{Header: "X-User-Id"}, Rules: []mark.Rule{{Name: "x", Lane: "canary", Users: []string{"1001", " 1002"}}}}, want: `rules[0].users[1]: " 1002": spaces around a user ID`},
+		{name: "header Host", cfg: mark.Config{Header: "host"}, want: `header: "host": the request's host, not a header in Traefik`},
+		{name: "prefix without slash", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Path: mark.PathMatch{Prefix: "beta"}}}}, want: `rules[0].path.prefix: "beta": must start with /`},
+		{name: "exact without slash", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Path: mark.PathMatch{Exact: "beta"}}}}, want: `rules[0].path.exact: "beta": must start with /`},
+		{name: "header value with spaces", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Headers: map[string]string{"X-Region": " cn-east"}}}}, want: `rules[0].headers["X-Region"]: " cn-east": spaces around the value`},
+		{name: "percent without key", cfg: mark.Config{Anonymous: "none", Rules: []mark.Rule{{Name: "x", Lane: "canary", Percent: float(10)}}}, want: `rules[0].percent: 10: never matches: no identity source, and anonymous none`},
+		{name: "ramp without key", cfg: mark.Config{Anonymous: "None", Rules: []mark.Rule{{Name: "x", Lane: "canary", Ramp: []mark.RampStep{{At: "2026-12-01T08:00:00Z", Percent: 1}}}}}, want: `rules[0].ramp: never matches: no identity source, and anonymous none`},
 		{name: "Host header", cfg: mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Headers: map[string]string{"host": "app.test"}}}}, want: `rules[0].headers["host"]: not a request header in Traefik`},
 	}
 	for _, tt := range tests {

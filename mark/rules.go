@@ -232,10 +232,16 @@ func newPathMatch(cfg PathMatch) (pathMatch, error) {
 	var m pathMatch
 	if cfg.Prefix != "" {
 		set = append(set, fmt.Sprintf("prefix %q", cfg.Prefix))
+		if cfg.Prefix[0] != '/' {
+			return m, fmt.Errorf(".prefix: %q: must start with /", cfg.Prefix)
+		}
 		m = pathMatch{kind: pathPrefix, value: cfg.Prefix}
 	}
 	if cfg.Exact != "" {
 		set = append(set, fmt.Sprintf("exact %q", cfg.Exact))
+		if cfg.Exact[0] != '/' {
+			return m, fmt.Errorf(".exact: %q: must start with /", cfg.Exact)
+		}
 		m = pathMatch{kind: pathExact, value: cfg.Exact}
 	}
 	if len(cfg.Contains) > 0 {
@@ -283,6 +289,9 @@ func newPairs(kind int, m map[string]string, fields *fieldTable) ([]pair, error)
 		case kind == fromHeader && strings.EqualFold(name, "Host"):
 			// Go's server moves Host out of the header map into Request.Host.
 			return nil, fmt.Errorf("[%q]: not a request header in Traefik (it is the request's host): route by host with a Host() router rule", name)
+		case kind == fromHeader && strings.TrimSpace(value) != value:
+			// Go's server trims the spaces around header values.
+			return nil, fmt.Errorf("[%q]: %q: spaces around the value, which a header value never has", name, value)
 		case kind == fromCookie && !isToken(name):
 			return nil, fmt.Errorf("[%q]: not a valid cookie name", name)
 		case kind == fromHeader:
