@@ -174,6 +174,7 @@ func TestNewRejects(t *testing.T) {
 		{name: "percent decimals", cfg: mark.Config{Rules: []mark.Rule{{Name: "c", Lane: "canary", Percent: float(10.555)}}}, want: `rules[0].percent: 10.555: must have at most two decimals`},
 		{name: "percent decimals far out", cfg: mark.Config{Rules: []mark.Rule{{Name: "c", Lane: "canary", Percent: float(12.3400000001)}}}, want: `rules[0].percent: 12.3400000001: must have at most two decimals`},
 		{name: "from", cfg: mark.Config{Rules: []mark.Rule{{Name: "c", Lane: "canary", From: "2026-12-01"}}}, want: `rules[0].from: "2026-12-01": must be an RFC 3339 time`},
+		{name: "from offset 24h", cfg: mark.Config{Rules: []mark.Rule{{Name: "c", Lane: "canary", From: "2026-12-01T08:00:00+24:00"}}}, want: `rules[0].from: "2026-12-01T08:00:00+24:00": must be an RFC 3339 time`},
 		{name: "until", cfg: mark.Config{Rules: []mark.Rule{{Name: "c", Lane: "canary", Until: "tomorrow"}}}, want: `rules[0].until: "tomorrow": must be an RFC 3339 time`},
 		{name: "until before from", cfg: mark.Config{Rules: []mark.Rule{{Name: "c", Lane: "canary", From: "2026-12-01T08:00:00Z", Until: "2026-12-01T09:00:00+02:00"}}}, want: `rules[0].until: "2026-12-01T09:00:00+02:00": must be after from`},
 		{name: "ramp at", cfg: mark.Config{Rules: []mark.Rule{{Name: "c", Lane: "canary", Ramp: []mark.RampStep{{At: "2026-12-01T08:00:00Z", Percent: 1}, {At: "x", Percent: 2}}}}}, want: `rules[0].ramp[1].at: "x": must be an RFC 3339 time`},

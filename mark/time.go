@@ -3,6 +3,7 @@ package mark
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -20,17 +21,30 @@ type rampStep struct {
 // errBadTime explains the time syntax.
 var errBadTime = errors.New("must be an RFC 3339 time such as 2026-12-01T08:00:00Z")
 
+// parseTime parses an RFC 3339 time. RFC 3339 allows a lower-case t and z, which Go's parser
+// does not; Go's parser allows an offset of 24 hours, which RFC 3339 does not.
+func parseTime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339, strings.ToUpper(s))
+	if err != nil {
+		return t, errBadTime
+	}
+	if _, offset := t.Zone(); offset <= -24*3600 || offset >= 24*3600 {
+		return t, errBadTime
+	}
+	return t, nil
+}
+
 // newWindow compiles From and Until; at is the rule's field path for errors.
 func newWindow(at string, cfg *Rule) (window, error) {
 	var w window
 	var err error
 	if cfg.From != "" {
-		if w.from, err = time.Parse(time.RFC3339, cfg.From); err != nil {
+		if w.from, err = parseTime(cfg.From); err != nil {
 			return w, fmt.Errorf("%s.from: %q: %w", at, cfg.From, errBadTime)
 		}
 	}
 	if cfg.Until != "" {
-		if w.until, err = time.Parse(time.RFC3339, cfg.Until); err != nil {
+		if w.until, err = parseTime(cfg.Until); err != nil {
 			return w, fmt.Errorf("%s.until: %q: %w", at, cfg.Until, errBadTime)
 		}
 		if !w.from.IsZero() && !w.until.After(w.from) {
@@ -52,7 +66,7 @@ func newRamp(at string, steps []RampStep) ([]rampStep, error) {
 	}
 	ramp := make([]rampStep, len(steps))
 	for i := 0; i < len(steps); i++ {
-		t, err := time.Parse(time.RFC3339, steps[i].At)
+		t, err := parseTime(steps[i].At)
 		if err != nil {
 			return nil, fmt.Errorf("%s.ramp[%d].at: %q: %w", at, i, steps[i].At, errBadTime)
 		}

@@ -24,6 +24,7 @@ func TestTimeWindowAndRamp(t *testing.T) {
 		{name: "until in the future", rule: mark.Rule{Until: future}, want: true},
 		{name: "until in the past", rule: mark.Rule{Until: past}, want: false},
 		{name: "inside the window", rule: mark.Rule{From: past, Until: future}, want: true},
+		{name: "lower-case t and z", rule: mark.Rule{From: "2001-01-01t00:00:00z", Until: "2999-01-01t00:00:00.5z"}, want: true},
 		{name: "window over", rule: mark.Rule{From: past, Until: past2}, want: false},
 		{name: "window not begun", rule: mark.Rule{From: future, Until: later}, want: false},
 		{name: "window and other condition", rule: mark.Rule{From: past, Path: mark.PathMatch{Exact: "/nope"}}, want: false},
