@@ -3,6 +3,7 @@ package dispatch_test
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -30,8 +31,29 @@ func newBackend(t testing.TB, name string) *httptest.Server {
 		h.Set("X-Seen-Body", string(body))
 		_, _ = io.WriteString(rw, name)
 	}))
-	t.Cleanup(srv.Close)
+	closeAndHold(t, srv)
 	return srv
+}
+
+// heldPorts keeps the addresses of the test servers bound once they are closed, until the test
+// binary exits: no later server gets the same URL, and with it the passive health record (kept
+// by URL, package-level) of a server an earlier test took down.
+var heldPorts []net.Listener
+
+// holdPort binds addr for the rest of the run.
+func holdPort(addr string) {
+	if ln, err := net.Listen("tcp", addr); err == nil {
+		heldPorts = append(heldPorts, ln)
+	}
+}
+
+// closeAndHold closes srv when the test ends and keeps its port.
+func closeAndHold(t testing.TB, srv *httptest.Server) {
+	addr := srv.Listener.Addr().String()
+	t.Cleanup(func() {
+		srv.Close()
+		holdPort(addr)
+	})
 }
 
 // nextHandler stands for the router's own service.

@@ -25,7 +25,9 @@ func closedURL(t *testing.T) string {
 	t.Helper()
 	srv := httptest.NewServer(http.NotFoundHandler())
 	u := srv.URL
+	addr := srv.Listener.Addr().String()
 	srv.Close()
+	t.Cleanup(func() { holdPort(addr) })
 	return u
 }
 
@@ -36,7 +38,7 @@ func statusBackend(t *testing.T, name string, status int) *httptest.Server {
 		rw.Header().Set("X-Backend", name)
 		rw.WriteHeader(status)
 	}))
-	t.Cleanup(srv.Close)
+	closeAndHold(t, srv)
 	return srv
 }
 
@@ -51,7 +53,7 @@ func slowBackend(t *testing.T) *httptest.Server {
 		}
 		rw.Header().Set("X-Backend", "slow")
 	}))
-	t.Cleanup(srv.Close)
+	closeAndHold(t, srv)
 	t.Cleanup(func() { close(release) }) // runs before srv.Close
 	return srv
 }
@@ -140,7 +142,7 @@ func TestNoRetryAfterInterimResponse(t *testing.T) {
 	cfg.Health.MaxFails = intp(1)
 	cfg.Lanes["canary"] = laneConfig(hints, good.URL)
 	front := httptest.NewServer(newHandler(t, cfg))
-	t.Cleanup(front.Close)
+	closeAndHold(t, front)
 
 	interim := 0
 	trace := &httptrace.ClientTrace{Got1xxResponse: func(int, textproto.MIMEHeader) error {
@@ -183,7 +185,10 @@ func rawServer(t *testing.T, config *tls.Config, reply string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
+	t.Cleanup(func() {
+		ln.Close()
+		holdPort(ln.Addr().String())
+	})
 	go func() {
 		for {
 			raw, err := ln.Accept()
@@ -301,7 +306,7 @@ func TestPassiveHealth(t *testing.T) {
 	bad := statusBackend(t, "bad", http.StatusServiceUnavailable)
 	good := newBackend(t, "good")
 	cfg := dispatch.CreateConfig()
-	cfg.Health = dispatch.Health{MaxFails: intp(2), Window: "5s", Cooldown: "400ms"}
+	cfg.Health = dispatch.Health{MaxFails: intp(2), Window: "5s", Cooldown: "2s"}
 	cfg.Lanes["canary"] = laneConfig(bad.URL, good.URL)
 	h := newHandler(t, cfg)
 
@@ -313,28 +318,30 @@ func TestPassiveHealth(t *testing.T) {
 	if got := backendsOf(h, 6); got != "good good good good good good" {
 		t.Fatalf("during the cooldown: %q", got)
 	}
-	time.Sleep(450 * time.Millisecond)
+	time.Sleep(2050 * time.Millisecond)
 	if got := backendsOf(h, 4); !strings.Contains(got, "bad") {
 		t.Fatalf("after the cooldown, bad is not tried again: %q", got)
 	}
 }
 
 func TestPassiveHealthSlidingWindow(t *testing.T) {
-	// maxFails 3 within 400ms, a lane of one server that answers 503: the lane answers 502 (its
-	// fallback none) once the server is down, 503 while it is up.
+	// maxFails 3 within 1s, a lane of one server that answers 503: the lane answers 502 (its
+	// fallback none) once the server is down, 503 while it is up. In the first case the first
+	// failure has left the window when the fourth comes, and the last three are within it (850 ms
+	// to spare for a slow machine); in the second, only two are ever within it.
 	tests := []struct {
 		name string
 		gaps []time.Duration // pauses before the second, third, … failure
 		down bool
 	}{
-		{name: "three failures within the window", gaps: []time.Duration{300 * time.Millisecond, 150 * time.Millisecond, 0}, down: true},
-		{name: "the first failure left the window", gaps: []time.Duration{250 * time.Millisecond, 250 * time.Millisecond}, down: false},
+		{name: "three failures within the window", gaps: []time.Duration{900 * time.Millisecond, 150 * time.Millisecond, 0}, down: true},
+		{name: "the first failure left the window", gaps: []time.Duration{600 * time.Millisecond, 600 * time.Millisecond}, down: false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			bad := statusBackend(t, "bad", http.StatusServiceUnavailable)
 			cfg := dispatch.CreateConfig()
-			cfg.Health = dispatch.Health{MaxFails: intp(3), Window: "400ms", Cooldown: "5s"}
+			cfg.Health = dispatch.Health{MaxFails: intp(3), Window: "1s", Cooldown: "5s"}
 			cfg.Lanes["canary"] = dispatch.Lane{Servers: []dispatch.Server{{URL: bad.URL}}, Fallback: "none"}
 			h := newHandler(t, cfg)
 			if rec := send(h, http.MethodGet, "canary", ""); rec.Code != http.StatusServiceUnavailable {
@@ -381,7 +388,7 @@ func TestPassiveHealthConnectionFailure(t *testing.T) {
 	good := newBackend(t, "good")
 	broken := newHangUpServer(t)
 	cfg := dispatch.CreateConfig()
-	cfg.Health = dispatch.Health{MaxFails: intp(1), Window: "5s", Cooldown: "400ms"}
+	cfg.Health = dispatch.Health{MaxFails: intp(1), Window: "5s", Cooldown: "2s"}
 	cfg.Lanes["canary"] = laneConfig(broken.url, good.URL)
 	cfg.Lanes["solo"] = dispatch.Lane{Servers: []dispatch.Server{{URL: broken.url}}, Fallback: "none"}
 	h := newHandler(t, cfg)
@@ -403,7 +410,7 @@ func TestPassiveHealthConnectionFailure(t *testing.T) {
 	if n := broken.connections(); n != 1 {
 		t.Fatalf("%d connections to the broken server during its cooldown, want 1", n)
 	}
-	time.Sleep(450 * time.Millisecond)
+	time.Sleep(2050 * time.Millisecond)
 	if rec := send(h, http.MethodGet, "solo", ""); rec.Code != http.StatusBadGateway {
 		t.Fatalf("solo after the cooldown: status %d", rec.Code)
 	}
@@ -446,7 +453,10 @@ func (s *hangUpServer) serve() {
 	}
 }
 
-func (s *hangUpServer) stop() { s.listener.Close() }
+func (s *hangUpServer) stop() {
+	s.listener.Close()
+	holdPort(s.listener.Addr().String())
+}
 
 func (s *hangUpServer) connections() int {
 	s.mu.Lock()
@@ -555,7 +565,7 @@ func TestClientFaultsAreNotTheServers(t *testing.T) {
 			cfg.Lanes["canary"] = dispatch.Lane{Servers: []dispatch.Server{{URL: good.URL}}, Fallback: "none"}
 			h := newHandler(t, cfg)
 			front := httptest.NewServer(h)
-			t.Cleanup(front.Close)
+			closeAndHold(t, front)
 			if status := rawStatus(t, front.URL, tt.raw); status != http.StatusBadRequest {
 				t.Fatalf("broken request: status %d, want 400", status)
 			}
@@ -599,7 +609,7 @@ func switchableBackend(t *testing.T, name string, failing *atomic.Bool) string {
 		}
 		rw.Header().Set("X-Backend", name)
 	}))
-	t.Cleanup(srv.Close)
+	closeAndHold(t, srv)
 	return srv.URL
 }
 

@@ -158,11 +158,11 @@ func TestStickyAfterEarlyHints(t *testing.T) {
 		rw.WriteHeader(http.StatusEarlyHints)
 		rw.Header().Set("X-Backend", "hints")
 	}))
-	t.Cleanup(srv.Close)
+	closeAndHold(t, srv)
 	cfg := healthOff()
 	cfg.Lanes["canary"] = stickyLane(srv.URL)
 	front := httptest.NewServer(newHandler(t, cfg))
-	t.Cleanup(front.Close)
+	closeAndHold(t, front)
 	res := getLane(t, front.URL) //nolint:bodyclose // getLane closes it at cleanup
 	if res.Header.Get("X-Backend") != "hints" || !strings.HasPrefix(res.Header.Get("Set-Cookie"), "graylane_server_canary=") {
 		t.Fatalf("final response from %q with Set-Cookie %q, want the sticky cookie", res.Header.Get("X-Backend"), res.Header.Get("Set-Cookie"))
@@ -175,7 +175,7 @@ func TestStickyResponses(t *testing.T) {
 		rw.Header().Set("X-Backend", "unavailable")
 		rw.WriteHeader(http.StatusServiceUnavailable)
 	}))
-	t.Cleanup(unavailable.Close)
+	closeAndHold(t, unavailable)
 	cfg := healthOff()
 	cfg.ServedByHeader = "X-Gray-Upstream"
 	cfg.Lanes["canary"] = stickyLane(a.URL)

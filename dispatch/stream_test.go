@@ -35,7 +35,7 @@ func newLaneFront(t *testing.T, l dispatch.Lane, flushInterval string) string {
 	cfg.FlushInterval = flushInterval
 	cfg.Lanes["canary"] = l
 	front := httptest.NewServer(newHandler(t, cfg))
-	t.Cleanup(front.Close)
+	closeAndHold(t, front)
 	return front.URL
 }
 
@@ -53,7 +53,7 @@ func streamBackend(t *testing.T, contentType, first, second string, release chan
 		}
 		_, _ = io.WriteString(rw, second)
 	}))
-	t.Cleanup(srv.Close)
+	closeAndHold(t, srv)
 	return srv
 }
 
@@ -130,7 +130,7 @@ func TestLargeUpload(t *testing.T) {
 		}
 		_, _ = io.WriteString(rw, strconv.FormatInt(n, 10))
 	}))
-	t.Cleanup(srv.Close)
+	closeAndHold(t, srv)
 	req, err := http.NewRequest(http.MethodPost, newFront(t, srv.URL, ""), &patternReader{left: size})
 	if err != nil {
 		t.Fatal(err)
@@ -195,7 +195,7 @@ func echoWebSocketBackend(t *testing.T) *httptest.Server {
 		_ = conn.SetDeadline(time.Now().Add(streamTimeout))
 		_, _ = io.Copy(conn, brw)
 	}))
-	t.Cleanup(srv.Close)
+	closeAndHold(t, srv)
 	return srv
 }
 
@@ -343,7 +343,7 @@ func TestResponseBrokenOff(t *testing.T) {
 		_ = brw.Flush()
 		conn.Close()
 	}))
-	t.Cleanup(srv.Close)
+	closeAndHold(t, srv)
 	req, err := http.NewRequest(http.MethodGet, newFront(t, srv.URL, "-1"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -368,7 +368,7 @@ func TestUpgradeRefusedAfterAnswer(t *testing.T) {
 		rw.Header().Set("Upgrade", "h2c")
 		rw.WriteHeader(http.StatusSwitchingProtocols)
 	}))
-	t.Cleanup(srv.Close)
+	closeAndHold(t, srv)
 	req, err := http.NewRequest(http.MethodGet, newFront(t, srv.URL, ""), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -394,7 +394,7 @@ func TestUnaskedSwitchNotRetried(t *testing.T) {
 		rw.Header().Set("Upgrade", "h2c")
 		rw.WriteHeader(http.StatusSwitchingProtocols)
 	}))
-	t.Cleanup(switcher.Close)
+	closeAndHold(t, switcher)
 	front := newLaneFront(t, laneConfig(switcher.URL, newBackend(t, "good").URL), "")
 	req, err := http.NewRequest(http.MethodGet, front, nil)
 	if err != nil {

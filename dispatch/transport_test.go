@@ -43,7 +43,7 @@ func TestTransportsAreShared(t *testing.T) {
 	}))
 	srv.Config.ConnState = conns.connState
 	srv.Start()
-	t.Cleanup(srv.Close)
+	closeAndHold(t, srv)
 
 	// Traefik builds a new instance on every reload and never closes the old ones. Instances
 	// for the same server address share one transport, so one keep-alive connection serves
@@ -77,7 +77,7 @@ func TestTLSServers(t *testing.T) {
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
 		rw.Header().Set("X-Backend", "tls")
 	}))
-	t.Cleanup(srv.Close)
+	closeAndHold(t, srv)
 	caPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(caFile, []byte(caPEM), 0o600); err != nil {
@@ -125,7 +125,7 @@ func TestHTTP2ToHTTPSServers(t *testing.T) {
 	}))
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
-	t.Cleanup(srv.Close)
+	closeAndHold(t, srv)
 	cfg := healthOff()
 	cfg.TLS.RootCAs = []string{string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))}
 	cfg.Lanes["canary"] = laneConfig(srv.URL)
@@ -157,7 +157,7 @@ func tlsBackend(t *testing.T, name string, http2 bool) (*httptest.Server, string
 	}))
 	srv.EnableHTTP2 = http2
 	srv.StartTLS()
-	t.Cleanup(srv.Close)
+	closeAndHold(t, srv)
 	return srv, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
 }
 
@@ -194,7 +194,7 @@ func TestRefusedToSend(t *testing.T) {
 	srv.EnableHTTP2 = true
 	srv.Config.MaxHeaderBytes = 4 << 10
 	srv.StartTLS()
-	t.Cleanup(srv.Close)
+	closeAndHold(t, srv)
 	ca := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
 	good := newBackend(t, "good")
 	config := func(urls ...string) *dispatch.Config {
@@ -203,6 +203,12 @@ func TestRefusedToSend(t *testing.T) {
 		cfg.TLS.RootCAs = []string{ca}
 		cfg.Lanes["canary"] = dispatch.Lane{Servers: laneConfig(urls...).Servers, Fallback: "none"}
 		return cfg
+	}
+	// Go's transport learns the server's header limit from its SETTINGS frame, which it does not
+	// wait for on a new connection: an answered request first makes sure it has it. (Transports
+	// are shared, so the connection is the one the handler below uses.)
+	if rec := serve(newHandler(t, config(srv.URL)), "canary"); rec.Code != http.StatusOK {
+		t.Fatalf("first request: %d, want 200", rec.Code)
 	}
 	h := newHandler(t, config(srv.URL, good.URL))
 	for _, headers := range [][]string{
@@ -227,7 +233,7 @@ func TestNoTLSServerRetried(t *testing.T) {
 	plain := httptest.NewUnstartedServer(http.NotFoundHandler())
 	plain.Config.ConnState = conns.connState
 	plain.Start()
-	t.Cleanup(plain.Close)
+	closeAndHold(t, plain)
 	good := newBackend(t, "good")
 	cfg := dispatch.CreateConfig()
 	cfg.Health.MaxFails = intp(1)
@@ -256,7 +262,7 @@ func TestUpgradeToHTTP2OnlyServer(t *testing.T) {
 	}))
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
-	t.Cleanup(srv.Close)
+	closeAndHold(t, srv)
 	srv.TLS.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		for _, proto := range hello.SupportedProtos {
 			if proto == "h2" {
@@ -284,7 +290,7 @@ func TestUpgradeToHTTP2OnlyServer(t *testing.T) {
 func TestTLSErrorAfterSending(t *testing.T) {
 	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
 	srv.StartTLS() // for its certificate only
-	t.Cleanup(srv.Close)
+	closeAndHold(t, srv)
 	addr := rawServer(t, srv.TLS, "HTTP/1.1 200 OK\r\n\r\n") // plain text inside TLS
 	good := newBackend(t, "good")
 	cfg := healthOff()
