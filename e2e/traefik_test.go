@@ -202,7 +202,7 @@ func testStreaming(t *testing.T, tr *harness.Traefik) {
 	t.Run("sse", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, tr.URL+"/sse?n=3&gap=700ms", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, tr.URL+"/sse?n=3&gap=3s", nil)
 		req.Host = "app.test"
 		req.Header.Set("X-User-Id", "1001")
 		start := time.Now()
@@ -215,7 +215,7 @@ func testStreaming(t *testing.T, tr *harness.Traefik) {
 		if err != nil || line != "id: 0\n" {
 			t.Fatalf("first line %q, %v", line, err)
 		}
-		if d := time.Since(start); d > 600*time.Millisecond {
+		if d := time.Since(start); d > 2*time.Second { // against a 3 s gap: a stall is not buffering
 			t.Errorf("first event took %s: the stream is buffered", d)
 		}
 		if got := resp.Header.Get("X-Backend"); got != "canary" {
@@ -260,8 +260,14 @@ type loadResult struct {
 	mu       sync.Mutex
 	total    int
 	failures []string
-	// last lists the backend of each answer for user 1001, in order.
-	last []string
+	// last lists the answers for user 1001, in the order they came.
+	last []answer
+}
+
+// answer is the backend that answered a request, and when the request was sent.
+type answer struct {
+	backend string
+	sent    time.Time
 }
 
 // testHotReload moves the testers' rule from lane canary to lane beta while four clients send
@@ -280,6 +286,7 @@ func testHotReload(t *testing.T, tr *harness.Traefik, stable, canary, beta *harn
 			users := []string{"1001", "2002"}
 			for i := 0; !stop.Load() && ctx.Err() == nil; i++ {
 				u := users[(i+g)%2]
+				sent := time.Now()
 				r, err := harness.TryDo(http.MethodGet, tr.URL+"/load", map[string]string{"Host": "app.test", "X-User-Id": u}, nil)
 				res.mu.Lock()
 				res.total++
@@ -291,7 +298,7 @@ func testHotReload(t *testing.T, tr *harness.Traefik, stable, canary, beta *harn
 				case u == "2002" && r.Backend() != "stable":
 					res.failures = append(res.failures, "user 2002 answered by "+r.Backend())
 				case u == "1001":
-					res.last = append(res.last, r.Backend())
+					res.last = append(res.last, answer{backend: r.Backend(), sent: sent})
 				}
 				res.mu.Unlock()
 				time.Sleep(80 * time.Millisecond)
@@ -306,22 +313,24 @@ func testHotReload(t *testing.T, tr *harness.Traefik, stable, canary, beta *harn
 
 	time.Sleep(time.Second)
 	res.mu.Lock()
-	before := append([]string(nil), res.last...)
+	before := append([]answer(nil), res.last...)
 	res.mu.Unlock()
-	for _, b := range before {
-		if b != "canary" {
-			t.Fatalf("before the reload user 1001 went to %q: %v", b, before)
+	for _, a := range before {
+		if a.backend != "canary" {
+			t.Fatalf("before the reload user 1001 went to %q: %v", a.backend, before)
 		}
 	}
 
 	reloaded := time.Now()
 	tr.WriteDynamic(t, laneConfig(stable, canary, beta, "beta", false))
 	switched := time.Duration(0)
+	var seen time.Time // when the switch was seen: requests sent after it must all go to beta
 	for switched == 0 && ctx.Err() == nil {
 		time.Sleep(50 * time.Millisecond)
 		res.mu.Lock()
-		if n := len(res.last); n > 0 && res.last[n-1] == "beta" {
-			switched = time.Since(reloaded)
+		if n := len(res.last); n > 0 && res.last[n-1].backend == "beta" {
+			seen = time.Now()
+			switched = seen.Sub(reloaded)
 		}
 		res.mu.Unlock()
 	}
@@ -332,9 +341,6 @@ func testHotReload(t *testing.T, tr *harness.Traefik, stable, canary, beta *harn
 	if switched > 10*time.Second {
 		t.Errorf("the reload took %s to show", switched)
 	}
-	res.mu.Lock()
-	mark := len(res.last)
-	res.mu.Unlock()
 	time.Sleep(1500 * time.Millisecond)
 	// At least 100 requests in all, however slowly a loaded machine answers them (within ctx).
 	for sent := 0; sent < 100 && ctx.Err() == nil; time.Sleep(50 * time.Millisecond) {
@@ -344,14 +350,24 @@ func testHotReload(t *testing.T, tr *harness.Traefik, stable, canary, beta *harn
 	}
 	finish()
 
-	after := res.last[mark:]
-	for _, b := range after {
-		if b != "beta" {
-			t.Errorf("after the switch user 1001 went to %q: %v", b, after)
+	// A request sent before the switch was seen may have been routed under the old
+	// configuration and answered later: only those sent after it count.
+	var after []answer
+	for _, a := range res.last {
+		if a.sent.After(seen) {
+			after = append(after, a)
+		}
+	}
+	for _, a := range after {
+		if a.backend != "beta" {
+			t.Errorf("after the switch user 1001 went to %q: %v", a.backend, after)
 			break
 		}
 	}
 	t.Logf("%d requests, %d after the switch", res.total, len(after))
+	if len(after) == 0 {
+		t.Errorf("no request for user 1001 was sent after the switch was seen")
+	}
 	if len(res.failures) > 0 {
 		t.Errorf("%d of %d requests failed during the reload, first: %v", len(res.failures), res.total, res.failures[0])
 	}

@@ -2,11 +2,13 @@ package reliability_test
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -297,6 +299,10 @@ func TestHostileInput(t *testing.T) {
 		}
 		reply, took, err := send(client, request{url: tr.URL + "/p", header: c.build(rng)})
 		switch {
+		case err != nil && c.wantStatus == http.StatusRequestHeaderFieldsTooLarge && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)):
+			// Go's server answers 431 without reading the rest of the headers and resets the
+			// connection 500 ms later: a client that stalled that long sees the reset instead.
+			res.ok("reset", took)
 		case err != nil:
 			res.fail("%s #%d: %v", c.name, i, err)
 		case c.wantStatus != 0:
