@@ -165,7 +165,7 @@ func (r *rule) build(at string, cfg *Rule, fields *fieldTable) error {
 	}
 	r.checks = checksOf(r, cfg)
 	if len(r.checks) == 0 {
-		return fmt.Errorf("%s: no condition", at)
+		return fmt.Errorf("%s: no condition (a misspelled field name is ignored by Traefik: check the names)", at)
 	}
 	return nil
 }
