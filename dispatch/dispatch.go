@@ -399,10 +399,15 @@ func (rejecter) ServeHTTP(rw http.ResponseWriter, _ *http.Request) {
 	http.Error(rw, "unknown gray lane", http.StatusBadRequest)
 }
 
-// serveValue serves a request whose lane header value is not exactly a lane name: it is trimmed
-// and lower-cased, and a request of an unknown lane goes to unknownLane.
+// serveValue serves a request whose lane header value is not exactly a lane name: spaces and
+// tabs around it are trimmed and it is lower-cased, and a request of an unknown lane goes to
+// unknownLane. Lane names are ASCII (mark with incoming keep refuses any other value), so only
+// ASCII spaces are trimmed, and a value that lower-casing shortens is no lane: the one
+// non-ASCII character that strings.ToLower maps into ASCII is the Kelvin sign (to k).
 func serveValue(h *handler, value string, rw http.ResponseWriter, req *http.Request) {
-	if l, ok := h.lanes[strings.ToLower(strings.TrimSpace(value))]; ok {
+	name := strings.Trim(value, " \t")
+	key := strings.ToLower(name)
+	if l, ok := h.lanes[key]; ok && len(key) == len(name) {
 		serveLane(l, rw, req)
 		return
 	}

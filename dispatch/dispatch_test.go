@@ -190,12 +190,17 @@ func TestUnknownLane(t *testing.T) {
 		{name: "lane reject", unknownLane: "reject", laneValue: "canary", wantStatus: 200, wantBackend: "a"},
 		{name: "upper case", unknownLane: "reject", laneValue: "CANARY", wantStatus: 200, wantBackend: "a"},
 		{name: "spaces", unknownLane: "reject", laneValue: "  Canary\t", wantStatus: 200, wantBackend: "a"},
+		{name: "k8s", unknownLane: "reject", laneValue: "K8S", wantStatus: 200, wantBackend: "a"},
+		{name: "Kelvin sign", unknownLane: "reject", laneValue: "\u212A8s", wantStatus: 400}, // strings.ToLower gives k8s
+		{name: "non-breaking space", unknownLane: "reject", laneValue: "\u00a0canary", wantStatus: 400},
+		{name: "em space", unknownLane: "reject", laneValue: "canary\u2003", wantStatus: 400},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := dispatch.CreateConfig()
 			cfg.UnknownLane = tc.unknownLane
 			cfg.Lanes["Canary"] = laneConfig(a.URL)
+			cfg.Lanes["k8s"] = laneConfig(a.URL)
 			rec := serve(newHandler(t, cfg), tc.laneValue)
 			if rec.Code != tc.wantStatus || rec.Header().Get("X-Backend") != tc.wantBackend {
 				t.Fatalf("status %d backend %q, want %d %q", rec.Code, rec.Header().Get("X-Backend"), tc.wantStatus, tc.wantBackend)

@@ -69,7 +69,14 @@ type healthTable struct {
 	mu      sync.Mutex
 	records map[string]*healthRecord
 	size    int64 // len(records), read without mu so that a healthy table costs no lock
+	// expiry is when every record has expired at the latest.
+	expiry time.Time
+	// lookups counts the lookups of records, so that every sweepEvery-th one sweeps the table.
+	lookups uint64
 }
+
+// sweepEvery is how many lookups of the health table, at most, pass between two sweeps.
+const sweepEvery = 1024
 
 // healthRecords is the health state shared by every middleware instance, across reloads.
 var healthRecords = &healthTable{records: make(map[string]*healthRecord)}
@@ -83,6 +90,18 @@ var (
 	healthLock sync.Locker = &healthRecords.mu
 )
 
+// sweepExpired empties t, whose lock is held, once all its records have expired. A record is
+// removed when its server is looked up after it expired; the record of a server that no lane
+// asks about any more (removed from the configuration, or its lane idle) would otherwise keep
+// every lane on the path that checks health for good. The lookups call it every sweepEvery-th
+// time: a clock reading on every lookup would cost the request path more than the sweep saves.
+func sweepExpired(t *healthTable) {
+	if time.Now().After(t.expiry) {
+		t.records = make(map[string]*healthRecord)
+		atomic.StoreInt64(&t.size, 0)
+	}
+}
+
 // isDown reports whether the server with the given key is in its cooldown. Like the other
 // functions of the request path, it is a plain function rather than a method of healthTable. A
 // server without a record, the usual case while other servers failed, costs only the lookup:
@@ -91,6 +110,10 @@ var (
 func isDown(key string) (down bool) {
 	healthLock.Lock()
 	down = healthRecords.records[key] != nil
+	healthRecords.lookups++
+	if healthRecords.lookups%sweepEvery == 0 {
+		sweepExpired(healthRecords)
+	}
 	healthLock.Unlock()
 	return down && recordDown(healthRecords, key)
 }
@@ -103,6 +126,10 @@ func anyRecord(servers []*server) (found bool) {
 			found = true
 			break
 		}
+	}
+	healthRecords.lookups++
+	if healthRecords.lookups%sweepEvery == 0 {
+		sweepExpired(healthRecords)
 	}
 	healthLock.Unlock()
 	return found
@@ -150,6 +177,9 @@ func countFailure(t *healthTable, key string, p *healthPolicy, now time.Time) {
 		r.fails = nil
 		r.downUntil = now.Add(p.cooldown)
 		r.expires = r.downUntil
+	}
+	if r.expires.After(t.expiry) {
+		t.expiry = r.expires
 	}
 }
 
