@@ -402,8 +402,8 @@ func (rejecter) ServeHTTP(rw http.ResponseWriter, _ *http.Request) {
 // serveValue serves a request whose lane header value is not exactly a lane name: spaces and
 // tabs around it are trimmed and it is lower-cased, and a request of an unknown lane goes to
 // unknownLane. Lane names are ASCII (mark with incoming keep refuses any other value), so only
-// ASCII spaces are trimmed, and a value that lower-casing shortens is no lane: the one
-// non-ASCII character that strings.ToLower maps into ASCII is the Kelvin sign (to k).
+// ASCII spaces are trimmed, and a value that lower-casing shortens is no lane: a non-ASCII
+// character that strings.ToLower maps into ASCII (the Kelvin sign to k, İ to i) shortens it.
 func serveValue(h *handler, value string, rw http.ResponseWriter, req *http.Request) {
 	name := strings.Trim(value, " \t")
 	key := strings.ToLower(name)

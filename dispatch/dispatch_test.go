@@ -191,7 +191,8 @@ func TestUnknownLane(t *testing.T) {
 		{name: "upper case", unknownLane: "reject", laneValue: "CANARY", wantStatus: 200, wantBackend: "a"},
 		{name: "spaces", unknownLane: "reject", laneValue: "  Canary\t", wantStatus: 200, wantBackend: "a"},
 		{name: "k8s", unknownLane: "reject", laneValue: "K8S", wantStatus: 200, wantBackend: "a"},
-		{name: "Kelvin sign", unknownLane: "reject", laneValue: "\u212A8s", wantStatus: 400}, // strings.ToLower gives k8s
+		{name: "Kelvin sign", unknownLane: "reject", laneValue: "\u212A8s", wantStatus: 400},       // strings.ToLower gives k8s
+		{name: "dotted capital I", unknownLane: "reject", laneValue: "K\u01308s", wantStatus: 400}, // strings.ToLower gives ki8s
 		{name: "non-breaking space", unknownLane: "reject", laneValue: "\u00a0canary", wantStatus: 400},
 		{name: "em space", unknownLane: "reject", laneValue: "canary\u2003", wantStatus: 400},
 	}
@@ -201,6 +202,7 @@ func TestUnknownLane(t *testing.T) {
 			cfg.UnknownLane = tc.unknownLane
 			cfg.Lanes["Canary"] = laneConfig(a.URL)
 			cfg.Lanes["k8s"] = laneConfig(a.URL)
+			cfg.Lanes["ki8s"] = laneConfig(a.URL)
 			rec := serve(newHandler(t, cfg), tc.laneValue)
 			if rec.Code != tc.wantStatus || rec.Header().Get("X-Backend") != tc.wantBackend {
 				t.Fatalf("status %d backend %q, want %d %q", rec.Code, rec.Header().Get("X-Backend"), tc.wantStatus, tc.wantBackend)

@@ -170,9 +170,19 @@ func issueAnonymousID(k *anonymousPolicy, rw http.ResponseWriter, req *http.Requ
 	id, ok := newAnonymousID()
 	if ok {
 		rw.Header().Add("Set-Cookie", k.cookieName+"="+id+k.attributes)
-		req.AddCookie(&http.Cookie{Name: k.cookieName, Value: id})
+		addCookie(req.Header, k.cookieName+"="+id)
 	}
 	return id, ok
+}
+
+// addCookie adds the cookie pair to the request header h: to its last Cookie line, or as a new
+// line. (Request.AddCookie would keep only the first of several Cookie lines.)
+func addCookie(h http.Header, pair string) {
+	if lines := h["Cookie"]; len(lines) > 0 {
+		lines[len(lines)-1] += "; " + pair
+		return
+	}
+	h["Cookie"] = []string{pair}
 }
 
 // ipKey returns the client IP of req as its percentage key.

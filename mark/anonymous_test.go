@@ -97,7 +97,7 @@ func TestAnonymousCookieTwoMarks(t *testing.T) {
 		t.Fatal(err)
 	}
 	lanes := map[string]bool{}
-	for i := 0; i < 16; i++ {
+	for i := 0; i < 64; i++ { // a visitor reaches lane inner 1 time in 4
 		first := serve(outer, request{}.build())
 		id := stickyID(t, first.Header()) // fails on two Set-Cookie headers
 		lane := first.Header().Get(laneSeen)
@@ -108,7 +108,24 @@ func TestAnonymousCookieTwoMarks(t *testing.T) {
 		}
 	}
 	if !lanes["outer"] || !lanes["inner"] {
-		t.Errorf("lanes %v, want outer and inner among 16 visitors", lanes)
+		t.Errorf("lanes %v, want outer and inner among 64 visitors", lanes)
+	}
+}
+
+// TestAnonymousCookieKeepsCookieLines checks that the ID mark adds to the request for later mark
+// middlewares keeps every Cookie line the client sent.
+func TestAnonymousCookieKeepsCookieLines(t *testing.T) {
+	var seen []string
+	h, err := mark.New(context.Background(), http.HandlerFunc(func(_ http.ResponseWriter, req *http.Request) {
+		seen = req.Header.Values("Cookie")
+	}), config(mark.Rule{Name: "all", Lane: "canary", Percent: float(100)}), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := serve(h, request{headers: []string{"Cookie", "a=1", "Cookie", "session=secret"}}.build())
+	id := stickyID(t, rec.Header())
+	if want := []string{"a=1", "session=secret; graylane_id=" + id}; strings.Join(seen, "|") != strings.Join(want, "|") {
+		t.Errorf("Cookie lines %q, want %q", seen, want)
 	}
 }
 

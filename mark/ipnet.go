@@ -165,8 +165,12 @@ func lastForwardedIPNotIn(req *http.Request, excluded ipSet) (netip.Addr, bool) 
 // forwardedEntryIP parses an X-Forwarded-For entry, which some proxies write with a port
 // ("203.0.113.7:51234", "[2001:db8::1]:443"); Traefik's ipAllowList accepts those too.
 func forwardedEntryIP(entry string) (netip.Addr, bool) {
-	if ap, err := netip.ParseAddrPort(strings.TrimSpace(entry)); err == nil {
-		return ap.Addr().Unmap().WithZone(""), true
+	if a, ok := parseClientIP(entry); ok {
+		return a, true
 	}
-	return parseClientIP(entry)
+	ap, err := netip.ParseAddrPort(strings.TrimSpace(entry))
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ap.Addr().Unmap().WithZone(""), true
 }

@@ -289,9 +289,9 @@ func newPairs(kind int, m map[string]string, fields *fieldTable) ([]pair, error)
 		case kind == fromHeader && strings.EqualFold(name, "Host"):
 			// Go's server moves Host out of the header map into Request.Host.
 			return nil, fmt.Errorf("[%q]: not a request header in Traefik (it is the request's host): route by host with a Host() router rule", name)
-		case kind == fromHeader && strings.TrimSpace(value) != value:
-			// Go's server trims the spaces around header values.
-			return nil, fmt.Errorf("[%q]: %q: spaces around the value, which a header value never has", name, value)
+		case kind == fromHeader && strings.Trim(value, " \t") != value:
+			// Go's HTTP/1 server trims them, and HTTP/2 forbids them.
+			return nil, fmt.Errorf("[%q]: %q: spaces around the value, which a request's header value does not have", name, value)
 		case kind == fromCookie && !isToken(name):
 			return nil, fmt.Errorf("[%q]: not a valid cookie name", name)
 		case kind == fromHeader:

@@ -22,13 +22,17 @@ type rampStep struct {
 var errBadTime = errors.New("must be an RFC 3339 time such as 2026-12-01T08:00:00Z")
 
 // parseTime parses an RFC 3339 time. RFC 3339 allows a lower-case t and z, which Go's parser
-// does not; Go's parser allows an offset of 24 hours, which RFC 3339 does not.
+// does not; Go's parser allows an offset of 24 hours and offset minutes of 60, which RFC 3339
+// does not.
 func parseTime(s string) (time.Time, error) {
 	t, err := time.Parse(time.RFC3339, strings.ToUpper(s))
 	if err != nil {
 		return t, errBadTime
 	}
 	if _, offset := t.Zone(); offset <= -24*3600 || offset >= 24*3600 {
+		return t, errBadTime
+	}
+	if n := len(s); s[n-3] == ':' && s[n-2] >= '6' { // the offset's minutes (a time ending in Z has none)
 		return t, errBadTime
 	}
 	return t, nil
