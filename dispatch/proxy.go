@@ -307,14 +307,18 @@ func (s *server) proxyError(rw http.ResponseWriter, req *http.Request, err error
 		writeError(rw, http.StatusBadGateway)
 		return
 	}
-	if certificateError(err) {
+	// The error is classified once: what it says about the server, and whether the request
+	// reached it.
+	op := netOp(err)
+	certificate, refused := certificateError(err), refusedToSend(err)
+	if certificate {
 		// This middleware's TLS settings refuse the server: not counted against the server,
 		// whose passive health other middlewares share.
 		logRarely(errorLog, "lane %s: %s: %v (check the URL's scheme, tls.rootCAs and tls.serverName)", s.lane, s.key, err)
-	} else if countsAgainstServer(rw, req, err) {
+	} else if countsAgainstServer(rw, req, op, refused) {
 		fail(s)
 	}
-	if !replayable(req, err) {
+	if !replayable(req, op == "dial" || certificate || refused) {
 		writeError(rw, errorStatus(err))
 		return
 	}
@@ -352,26 +356,21 @@ func answered(rw http.ResponseWriter, req *http.Request, err error) bool {
 	return u != nil && u.answered || errors.Is(err, errUnaskedSwitch)
 }
 
-// replayable reports whether a request that failed with err may be sent again: when it never
-// reached the server (no connection could be opened, the server's certificate or lack of TLS
-// ended the handshake, or the transport refused to send it, so nothing read its body either;
+// replayable reports whether a failed request may be sent again: when it was unsent, that is it
+// never reached the server (no connection could be opened, the server's certificate or lack of
+// TLS ended the handshake, or the transport refused to send it, so nothing read its body either;
 // prepare kept the body open), or when it has no body and is idempotent: by its method (RFC 9110:
 // sending it twice has the effect of sending it once) or by an Idempotency-Key header (which Go's
 // own transport also honours for its retries). A POST whose response did not arrive in time may
 // have been carried out, and a body that was sent cannot be sent again: they are answered 502 or
 // 504. (The proxy's outgoing request has a body exactly when the incoming one has a body and a
 // length other than 0.)
-func replayable(req *http.Request, err error) bool {
-	if dialFailed(err) || certificateError(err) || refusedToSend(err) {
+func replayable(req *http.Request, unsent bool) bool {
+	if unsent {
 		return true
 	}
 	hasKey := req.Header["Idempotency-Key"] != nil || req.Header["X-Idempotency-Key"] != nil
 	return (req.Body == nil || req.ContentLength == 0) && (idempotent[req.Method] || hasKey)
-}
-
-// dialFailed reports whether err is a failure to open a connection to the server.
-func dialFailed(err error) bool {
-	return netOp(err) == "dial"
 }
 
 // netOp returns the operation of the *net.OpError in err ("dial", "remote error" for a TLS alert
@@ -384,19 +383,19 @@ func netOp(err error) string {
 	return ""
 }
 
-// countsAgainstServer reports whether the failure err of req counts against the server for
-// passive health. A failure to connect always does. A request the transport refused to send
-// (see refusedToSend) never does. Any other failure may be the request's doing rather than the
+// countsAgainstServer reports whether a failure of req counts against the server for passive
+// health; op is the network operation that failed (see netOp) and refused whether the transport
+// refused to send the request (see refusedToSend). A failure to connect always counts. A request
+// the transport refused to send never does. Any other failure may be the request's doing rather than the
 // server's, so it counts only on the first server of a lane the request went to, not on the
 // servers it is retried on (retriedMark), so that these failures of one request cost a lane at
 // most one (failures to connect, and 502/503/504 answers, count on every server); and for a
 // protocol upgrade, not when the server sent a TLS alert (a server that speaks only HTTP/2
 // refuses the HTTP/1.1 connection an upgrade needs).
-func countsAgainstServer(rw http.ResponseWriter, req *http.Request, err error) bool {
-	if refusedToSend(err) {
+func countsAgainstServer(rw http.ResponseWriter, req *http.Request, op string, refused bool) bool {
+	if refused {
 		return false
 	}
-	op := netOp(err)
 	if op == "dial" {
 		return true
 	}
