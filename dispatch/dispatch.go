@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"sort"
@@ -291,7 +292,7 @@ func buildServer(laneName string, index int, cfg Server, opts *serverOptions, co
 	}
 	s := &server{
 		host:        u.Host,
-		key:         u.String(),
+		key:         serverKey(u),
 		lane:        laneName,
 		index:       index,
 		weight:      weight,
@@ -299,7 +300,7 @@ func buildServer(laneName string, index int, cfg Server, opts *serverOptions, co
 		servedByKey: opts.servedBy,
 	}
 	if opts.servedBy != "" {
-		s.servedBy = []string{laneName + " " + s.key}
+		s.servedBy = []string{laneName + " " + u.String()}
 	}
 	if cookie != nil {
 		makeSticky(s, *cookie)
@@ -330,6 +331,31 @@ func parseServerURL(raw string) (*url.URL, error) {
 		return nil, errors.New("must not have user info, a query or a fragment")
 	}
 	return u, nil
+}
+
+// serverKey returns the key of the server at u in the package-level health table, also hashed
+// into its sticky cookie value: its address (see serverAddress) and its path, without a path of
+// just "/", so that every spelling of one server's URL (http://Canary, http://canary:80/) shares
+// one health record and names one server in a sticky cookie.
+func serverKey(u *url.URL) string {
+	path := u.EscapedPath()
+	if path == "/" {
+		path = ""
+	}
+	return serverAddress(u) + path
+}
+
+// serverAddress returns the scheme, host and port of u as one text, the host lower-cased and the
+// port written out (80 for http, 443 for https): the same for every spelling of one address.
+func serverAddress(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	return u.Scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }
 
 // parseDuration parses a Go duration ("5s", "1m30s") or a plain number of seconds ("5").

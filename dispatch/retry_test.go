@@ -324,6 +324,24 @@ func TestPassiveHealth(t *testing.T) {
 	}
 }
 
+// TestPassiveHealthSharedByEverySpelling checks that a server's failures count for every
+// middleware that sends to it, however its URL is written.
+func TestPassiveHealthSharedByEverySpelling(t *testing.T) {
+	bad := statusBackend(t, "bad", http.StatusServiceUnavailable)
+	good := newBackend(t, "good")
+	first := dispatch.CreateConfig()
+	first.Health = dispatch.Health{MaxFails: intp(1), Window: "5s", Cooldown: "10s"}
+	first.Lanes["canary"] = laneConfig(strings.ToUpper(bad.URL) + "/")
+	if got := backendsOf(newHandler(t, first), 1); got != "bad" {
+		t.Fatalf("first middleware: %q, want bad", got)
+	}
+	second := dispatch.CreateConfig()
+	second.Lanes["canary"] = laneConfig(bad.URL, good.URL)
+	if got := backendsOf(newHandler(t, second), 4); got != "good good good good" {
+		t.Fatalf("second middleware, bad down by the first's failure: %q", got)
+	}
+}
+
 func TestPassiveHealthSlidingWindow(t *testing.T) {
 	// maxFails 3 within 1s, a lane of one server that answers 503: the lane answers 502 (its
 	// fallback none) once the server is down, 503 while it is up. In the first case the first

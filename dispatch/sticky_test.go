@@ -1,8 +1,12 @@
 package dispatch_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -111,6 +115,33 @@ func TestStickyServerDown(t *testing.T) {
 	// The server is down (maxFails 1): its cookie now leads to b at once.
 	if got, set := sendCookie(t, h, cookies["gone"]); got != "b" || set != cookies["b"] {
 		t.Fatalf("server down: answered by %s with cookie %q, want b and %q", got, set, cookies["b"])
+	}
+}
+
+// TestStickyValueOfEverySpelling checks the sticky cookie value against the README's formula, and
+// that every spelling of one server's URL gives the same value: a cookie set by a gateway whose
+// configuration writes the URL one way is honoured by one that writes it another way.
+func TestStickyValueOfEverySpelling(t *testing.T) {
+	a := newBackend(t, "a")
+	port := a.Listener.Addr().(*net.TCPAddr).Port
+	tests := []struct {
+		urls []string
+		key  string // the normalised URL hashed into the value
+	}{
+		{urls: []string{a.URL, a.URL + "/", "HTTP://127.0.0.1:" + strconv.Itoa(port) + "/"}, key: a.URL},
+		{urls: []string{"http://LocalHost:" + strconv.Itoa(port), "http://localhost:" + strconv.Itoa(port) + "/"}, key: "http://localhost:" + strconv.Itoa(port)},
+		{urls: []string{a.URL + "/app/", " " + a.URL + "/app/ "}, key: a.URL + "/app/"},
+	}
+	for _, tt := range tests {
+		sum := sha256.Sum256([]byte(tt.key))
+		want := "graylane_server_canary=" + hex.EncodeToString(sum[:8])
+		for _, url := range tt.urls {
+			cfg := healthOff()
+			cfg.Lanes["canary"] = stickyLane(url)
+			if got, set := sendCookie(t, newHandler(t, cfg), ""); got != "a" || set != want {
+				t.Errorf("server %q: answered by %q with cookie %q, want a and %q (SHA-256 of %q)", url, got, set, want, tt.key)
+			}
+		}
 	}
 }
 

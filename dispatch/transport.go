@@ -110,10 +110,10 @@ type transportTable struct {
 // transports is the transport table shared by every middleware instance, across reloads.
 var transports = &transportTable{byKey: make(map[string]*http.Transport)}
 
-// sharedTransport returns the transport for u's scheme and host with options t, creating it
-// when it does not exist yet.
+// sharedTransport returns the transport for u's address (see serverAddress) with options t,
+// creating it when it does not exist yet.
 func sharedTransport(u *url.URL, t *transportOptions) *http.Transport {
-	key := fmt.Sprintf("%s://%s %d %d %d %s", u.Scheme, u.Host, t.dial, t.responseHeader, t.idle, t.tlsKey)
+	key := fmt.Sprintf("%s %d %d %d %s", serverAddress(u), t.dial, t.responseHeader, t.idle, t.tlsKey)
 	transports.mu.Lock()
 	defer transports.mu.Unlock()
 	if tr := transports.byKey[key]; tr != nil {
