@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/graylane/graylane/dispatch"
 	"github.com/graylane/graylane/mark"
@@ -37,7 +38,11 @@ func New(ctx context.Context, next http.Handler, config *Config, name string) (h
 
 	handler := next
 	if config.Dispatch != nil {
-		dispatcher, err := dispatch.New(ctx, handler, config.Dispatch, name)
+		section, err := dispatchConfig(config)
+		if err != nil {
+			return nil, err
+		}
+		dispatcher, err := dispatch.New(ctx, handler, section, name)
 		if err != nil {
 			return nil, fmt.Errorf("dispatch.%w", err)
 		}
@@ -51,4 +56,25 @@ func New(ctx context.Context, next http.Handler, config *Config, name string) (h
 		handler = marker
 	}
 	return handler, nil
+}
+
+// dispatchConfig returns the dispatch section of config, reading the lane header that the mark
+// section writes: in one middleware, dispatch takes the lane mark chose, so a mark.header alone
+// is enough, and a dispatch.header naming another header is an error (mark would strip and
+// write one header while dispatch followed another, which any client could send).
+func dispatchConfig(config *Config) (*dispatch.Config, error) {
+	section := *config.Dispatch
+	if config.Mark == nil {
+		return &section, nil
+	}
+	header := config.Mark.Header
+	if header == "" {
+		header = mark.CreateConfig().Header
+	}
+	if section.Header == "" {
+		section.Header = header
+	} else if !strings.EqualFold(strings.TrimSpace(section.Header), strings.TrimSpace(header)) {
+		return nil, fmt.Errorf("dispatch.header: %q: not mark.header %q: in one middleware, dispatch reads the header mark writes (leave dispatch.header out)", section.Header, header)
+	}
+	return &section, nil
 }

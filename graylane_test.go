@@ -33,6 +33,15 @@ func dispatchSection(url string) *dispatch.Config {
 	return cfg
 }
 
+// otherHeader returns both sections, mark writing the lane into X-Lane and dispatch's header
+// set to dispatchHeader ("" = left out, as Traefik decodes a section without it).
+func otherHeader(url, dispatchHeader string) *graylane.Config {
+	cfg := &graylane.Config{Mark: markSection(), Dispatch: dispatchSection(url)}
+	cfg.Mark.Header = "X-Lane"
+	cfg.Dispatch.Header = dispatchHeader
+	return cfg
+}
+
 func TestFacadeRoles(t *testing.T) {
 	canary := httptest.NewServer(answer("canary"))
 	defer canary.Close()
@@ -55,6 +64,11 @@ func TestFacadeRoles(t *testing.T) {
 		{name: "both, other user", config: &graylane.Config{Mark: markSection(), Dispatch: dispatchSection(canary.URL)}, user: "2002", want: "next "},
 		{name: "both, spoofed lane stripped", config: &graylane.Config{Mark: markSection(), Dispatch: dispatchSection(canary.URL)}, user: "2002", lane: "canary", want: "next "},
 		{name: "empty sections take the defaults", config: &graylane.Config{Mark: &mark.Config{}, Dispatch: &dispatch.Config{}}, lane: "canary", want: "next "},
+		// With both sections, dispatch reads the header mark writes, its own left out.
+		{name: "both, mark's header, tester", config: otherHeader(canary.URL, ""), user: "1001", want: "canary "},
+		{name: "both, mark's header, spoofed default header", config: otherHeader(canary.URL, ""), user: "2002", lane: "canary", want: "next canary"},
+		{name: "both, dispatch's header the same", config: otherHeader(canary.URL, "x-lane"), user: "1001", want: "canary "},
+		{name: "both, dispatch's header another", config: otherHeader(canary.URL, "X-Gray-Lane"), wantErr: `dispatch.header: "X-Gray-Lane": not mark.header "X-Lane"`},
 	}
 	for _, test := range tests {
 		t.Run(test.name, func(t *testing.T) {

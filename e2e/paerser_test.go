@@ -238,32 +238,39 @@ func decodePlugin(raw map[string]any, result any) error {
 	return dec.Decode(raw)
 }
 
-// TestPaerserEmptyMap checks what the README says of sticky: {cookie: {}}: Traefik's file provider
-// turns the empty map into an empty string, which the plugin's decoder refuses, while a cookie
-// with one field decodes.
+// TestPaerserEmptyMap checks what the README says of sticky: {cookie: {}} and of the facade's
+// sections without fields (mark: {}): Traefik's file provider turns the empty map into an empty
+// string, which the plugin's decoder refuses, while a map with one field decodes.
 func TestPaerserEmptyMap(t *testing.T) {
-	for _, tc := range []struct{ cookie, wantErr string }{
-		{"{}", "'Lanes[canary].Sticky.Cookie' expected a map, got 'string'"},
-		{"{httpOnly: true}", ""},
+	for _, tc := range []struct {
+		alias, plugin, wantErr string
+		config                 func() any // the plugin's CreateConfig
+	}{
+		{"graylane-dispatch", `{lanes: {canary: {servers: [{url: "http://127.0.0.1:8081"}], sticky: {cookie: {}}}}}`,
+			"'Lanes[canary].Sticky.Cookie' expected a map, got 'string'", func() any { return dispatch.CreateConfig() }},
+		{"graylane-dispatch", `{lanes: {canary: {servers: [{url: "http://127.0.0.1:8081"}], sticky: {cookie: {httpOnly: true}}}}}`,
+			"", func() any { return dispatch.CreateConfig() }},
+		// The facade's sections: one without fields is refused the same way (write one field).
+		{"graylane", `{mark: {}}`, "'Mark' expected a map, got 'string'", func() any { return graylane.CreateConfig() }},
+		{"graylane", `{mark: {incoming: strip}, dispatch: {}}`, "'Dispatch' expected a map, got 'string'", func() any { return graylane.CreateConfig() }},
+		{"graylane", `{mark: {incoming: strip}}`, "", func() any { return graylane.CreateConfig() }},
 	} {
 		conf := newDynamic()
 		if err := file.DecodeContent(`
 http:
   middlewares:
-    gray-dispatch:
+    gray:
       plugin:
-        graylane-dispatch:
-          lanes: {canary: {servers: [{url: "http://127.0.0.1:8081"}], sticky: {cookie: `+tc.cookie+`}}}
+        `+tc.alias+`: `+tc.plugin+`
 `, ".yaml", conf); err != nil {
 			t.Fatalf("YAML: %v", err)
 		}
-		cfg := dispatch.CreateConfig()
-		err := decodePlugin(pluginConf(t, conf, "gray-dispatch", "graylane-dispatch"), cfg)
+		err := decodePlugin(pluginConf(t, conf, "gray", tc.alias), tc.config())
 		switch {
-		case tc.wantErr == "" && (err != nil || cfg.Lanes["canary"].Sticky == nil):
-			t.Errorf("cookie %s: error %v, sticky %v", tc.cookie, err, cfg.Lanes["canary"].Sticky)
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%s %s: %v", tc.alias, tc.plugin, err)
 		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
-			t.Errorf("cookie %s: error %v, want %q", tc.cookie, err, tc.wantErr)
+			t.Errorf("%s %s: error %v, want %q", tc.alias, tc.plugin, err, tc.wantErr)
 		}
 	}
 }

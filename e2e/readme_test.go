@@ -24,6 +24,7 @@ import (
 	"github.com/traefik/paerser/file"
 	"github.com/traefik/traefik/v3/pkg/config/dynamic"
 	"github.com/traefik/traefik/v3/pkg/config/label"
+	"github.com/traefik/traefik/v3/pkg/config/static"
 	traefikscheme "github.com/traefik/traefik/v3/pkg/provider/kubernetes/crd/generated/clientset/versioned/scheme"
 	traefikv1alpha1 "github.com/traefik/traefik/v3/pkg/provider/kubernetes/crd/traefikio/v1alpha1"
 	"gopkg.in/yaml.v3"
@@ -242,33 +243,44 @@ func TestReadmeTwoGateways(t *testing.T) {
 	}
 }
 
-// TestReadmeStaticConfig checks that the README's static configuration declares the plugins
-// the way the end-to-end tests do.
+// TestReadmeStaticConfig checks every static configuration block of the README (a YAML block
+// whose first line says "static configuration") with Traefik's own decoder of the static
+// configuration, which refuses a key Traefik does not know, and that the local plugins it
+// declares are those the end-to-end tests declare.
 func TestReadmeStaticConfig(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile("(?s)```yaml\\n(# traefik.yml \\(static configuration\\).*?)```").FindStringSubmatch(string(data))
-	if m == nil {
-		t.Fatal("README.md has no static configuration block")
+	blocks := regexp.MustCompile("(?s)```yaml\\n(# [^\\n]*static configuration[^\\n]*\\n.*?)```").FindAllStringSubmatch(string(data), -1)
+	if len(blocks) < 3 {
+		t.Fatalf("README.md has %d static configuration blocks, want the local plugins', the catalog's and the office's", len(blocks))
 	}
-	var static struct {
-		Experimental struct {
-			LocalPlugins map[string]struct {
-				ModuleName string `yaml:"moduleName"`
-			} `yaml:"localPlugins"`
-		} `yaml:"experimental"`
+	var plugins, localPlugins int
+	for _, block := range blocks {
+		var conf static.Configuration
+		if err := file.DecodeContent(block[1], ".yaml", &conf); err != nil {
+			t.Errorf("static configuration block %q: %v", strings.SplitN(block[1], "\n", 2)[0], err)
+			continue
+		}
+		if conf.Experimental == nil {
+			continue
+		}
+		plugins += len(conf.Experimental.Plugins)
+		if len(conf.Experimental.LocalPlugins) == 0 {
+			continue
+		}
+		localPlugins++
+		got := map[string]string{}
+		for alias, p := range conf.Experimental.LocalPlugins {
+			got[alias] = p.ModuleName
+		}
+		if !reflect.DeepEqual(got, harness.DefaultLocalPlugins()) {
+			t.Errorf("README declares %v, the tests %v", got, harness.DefaultLocalPlugins())
+		}
 	}
-	if err := yaml.Unmarshal([]byte(m[1]), &static); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]string{}
-	for alias, p := range static.Experimental.LocalPlugins {
-		got[alias] = p.ModuleName
-	}
-	if !reflect.DeepEqual(got, harness.DefaultLocalPlugins()) {
-		t.Fatalf("README declares %v, the tests %v", got, harness.DefaultLocalPlugins())
+	if plugins != 1 || localPlugins != 1 {
+		t.Errorf("%d catalog plugins and %d local plugin blocks, want the catalog's graylane and one localPlugins block", plugins, localPlugins)
 	}
 }
 
@@ -550,6 +562,26 @@ func TestReadmeSyntaxes(t *testing.T) {
 	}
 	if _, ok := got["gray-dispatch/graylane-dispatch"].(*dispatch.Config); !ok {
 		t.Fatalf("no gray-dispatch middleware with the graylane-dispatch plugin: %v", got)
+	}
+}
+
+// TestReadmeReference decodes the configuration examples of the README's reference sections
+// (marked <!-- reference: NAME -->) as the file provider and Traefik's plugin builder do, and
+// builds every middleware in them with its plugin's New.
+func TestReadmeReference(t *testing.T) {
+	blocks := readmeBlocks(t, "reference")
+	if len(blocks) == 0 {
+		t.Fatal("README.md has no <!-- reference: NAME --> block")
+	}
+	for name, block := range blocks {
+		conf, err := readmeDynamic("yaml", block, nil)
+		if err != nil {
+			t.Fatalf("reference %s: %v", name, err)
+		}
+		configs, err := readmePluginConfigs(conf)
+		if err != nil || len(configs) == 0 {
+			t.Errorf("reference %s: %d middlewares built, error %v", name, len(configs), err)
+		}
 	}
 }
 
