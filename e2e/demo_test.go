@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -12,13 +13,23 @@ import (
 )
 
 // TestDemo runs `make demo`'s program briefly: it must start, split the traffic over the three
-// backends, raise the canary share by a hot reload, fail no request and stop by itself.
+// backends, raise the canary share by a hot reload, fail no request and stop by itself. It runs
+// the program built, not through go run, so that a timeout kills the demo itself (its Traefik
+// dies with it), and on free ports, so that nothing else listening on the demo's fixed ports
+// fails it.
 func TestDemo(t *testing.T) {
 	harness.TraefikBinary(t) // build first, outside the demo's time budget
+	demo := filepath.Join(t.TempDir(), "demo")
+	build := exec.Command("go", "build", "-o", demo, "./cmd/demo")
+	build.Dir = harness.RepoRoot() + "/e2e"
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/demo: %v\n%s", err, out)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "run", "./cmd/demo", "-duration", "14s")
-	cmd.Dir = harness.RepoRoot() + "/e2e"
+	cmd := exec.CommandContext(ctx, demo, "-duration", "14s", "-free-ports")
+	cmd.Dir = build.Dir
+	harness.DiesWithTest(cmd)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)

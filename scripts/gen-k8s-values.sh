@@ -1,17 +1,33 @@
 #!/usr/bin/env bash
-# Generates demo/k8s/values.yaml, the values for the official Traefik Helm chart (37.4.0 or
-# later) that install the mark and dispatch plugins as inline local plugins: the chart renders
+# Generates demo/helm/values.yaml, the values for the official Traefik Helm chart (tested with
+# 37.4.0) that install the mark and dispatch plugins as inline local plugins: the chart renders
 # each plugin's source (the non-test .go files and .traefik.yml of mark/ and dispatch/) into a
-# ConfigMap mounted at /plugins-local/src/<module>. Run it after changing the plugins; the
-# Kubernetes e2e test fails when the file is out of date.
-# Usage: scripts/gen-k8s-values.sh [output file]   (default demo/k8s/values.yaml)
+# ConfigMap mounted at /plugins-local/src/<module>, and a Pod annotation carries the SHA-256 of
+# that source, so that a helm upgrade with new plugin code rolls the Pods. Run it after changing
+# the plugins; the Kubernetes e2e test fails when the file is out of date.
+# Usage: scripts/gen-k8s-values.sh [output file]   (default demo/helm/values.yaml)
 set -euo pipefail
 export LC_ALL=C # file order independent of the locale
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-out=${1:-$root/demo/k8s/values.yaml}
+out=${1:-$root/demo/helm/values.yaml}
 traefik_version=$(cd "$root/e2e" && go list -m -f '{{.Version}}' github.com/traefik/traefik/v3)
 module=github.com/graylane/graylane
+
+# sources DIR lists the files of the plugin in DIR that the values inline, one per line.
+sources() {
+	local f
+	for f in "$root/$1/.traefik.yml" "$root/$1"/*.go; do
+		case $f in *_test.go) continue ;; esac
+		printf '%s\n' "$f"
+	done
+}
+
+# checksum prints the SHA-256 of the files sources lists for mark and dispatch, one after the other.
+checksum() {
+	local f
+	{ sources mark; sources dispatch; } | while IFS= read -r f; do cat "$f"; done | sha256sum | cut -d' ' -f1
+}
 
 # plugin NAME DIR writes the localPlugins entry of the plugin in DIR.
 plugin() {
@@ -23,9 +39,9 @@ plugin() {
       mountPath: /plugins-local/src/$module/$dir
       source:
 EOF
-	local f
-	for f in "$root/$dir/.traefik.yml" "$root/$dir"/*.go; do
-		case $f in *_test.go) continue ;; esac
+	local f files
+	mapfile -t files < <(sources "$dir")
+	for f in "${files[@]}"; do
 		echo "        $(basename "$f"): |"
 		# Indent every line but leave empty lines empty (no trailing spaces).
 		sed -e 's/^\(.\)/          \1/' "$f"
@@ -36,7 +52,7 @@ tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
 {
 	cat <<EOF
-# Values for the official Traefik Helm chart, version 37.4.0 or later
+# Values for the official Traefik Helm chart, tested with version 37.4.0
 # (https://traefik.github.io/charts, chart "traefik"): it installs Traefik with the graylane
 # plugins as inline local plugins, one ConfigMap per plugin, and the kubernetesCRD provider.
 #
@@ -56,6 +72,13 @@ providers:
     # graylane-dispatch talks to lane servers by URL; Services the IngressRoutes point at stay
     # in the route's namespace.
     allowCrossNamespace: false
+
+deployment:
+  podAnnotations:
+    # The SHA-256 of the inlined plugin source below: Traefik loads plugin code at start-up
+    # only, and a changed ConfigMap restarts nothing, so a new value makes helm upgrade roll
+    # the Pods onto new plugin code.
+    graylane/plugin-source-sha256: $(checksum)
 
 experimental:
   # Refuse to start with a plugin that does not load, rather than serve without it.

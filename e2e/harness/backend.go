@@ -140,3 +140,9 @@ func (b *Backend) stop() {
 		stopProcess(b.cmd.Process, b.done, 5*time.Second)
 	})
 }
+
+// DiesWithTest makes the kernel kill cmd's process when the test process dies (Linux), as it
+// does for the Traefik and backend processes the harness starts.
+func DiesWithTest(cmd *exec.Cmd) {
+	cmd.SysProcAttr = childAttr()
+}

@@ -33,6 +33,8 @@ type board struct {
 	phases   []*tally
 	started  time.Time
 	visitors []*visitor
+	// printed is the last 5-second slot drawn when the output is not a terminal.
+	printed int
 }
 
 // tally counts one phase of the demo.
@@ -190,8 +192,11 @@ func (b *board) draw(w io.Writer, final bool) {
 	tty := err == nil && fi.Mode()&os.ModeCharDevice != 0
 	if tty {
 		sb.WriteString("\033[H\033[2J")
-	} else if !final && int(time.Since(b.started).Seconds())%5 != 0 {
-		return // not a terminal: a snapshot every 5 seconds is enough
+	} else if slot := int(time.Since(b.started) / (5 * time.Second)); !final {
+		if slot == b.printed {
+			return // not a terminal: a snapshot every 5 seconds is enough
+		}
+		b.printed = slot
 	}
 	fmt.Fprintf(&sb, "graylane demo — Traefik at %s — %s elapsed (Ctrl-C stops)\n", b.url, time.Since(b.started).Round(time.Second))
 	for i, t := range b.phases {

@@ -24,8 +24,9 @@ import (
 	"github.com/graylane/graylane/e2e/harness"
 )
 
-// The demo listens on fixed loopback ports so that its URLs can be tried by hand while it runs.
-const (
+// The demo listens on fixed loopback ports so that its URLs can be tried by hand while it
+// runs (those of demo/dynamic.yml and the README); -free-ports takes free ones instead.
+var (
 	webPort = 8000
 	apiPort = 8080
 )
@@ -42,14 +43,39 @@ var backends = []struct {
 func main() {
 	duration := flag.Duration("duration", 40*time.Second, "how long the demo runs")
 	workers := flag.Int("workers", 8, "concurrent synthetic clients")
+	freePorts := flag.Bool("free-ports", false, "listen on free loopback ports rather than 8000, 8080 and 9101-9103 (for tests)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *freePorts {
+		if err := takeFreePorts(); err != nil {
+			fmt.Fprintln(os.Stderr, "demo:", err)
+			os.Exit(1)
+		}
+	}
 	if err := run(ctx, *duration, *workers); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
+}
+
+// takeFreePorts replaces the fixed ports by free ones.
+func takeFreePorts() error {
+	ports := make([]int, 2+len(backends))
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+	}
+	webPort, apiPort = ports[0], ports[1]
+	for i := range backends {
+		backends[i].addr = fmt.Sprintf("127.0.0.1:%d", ports[2+i])
+	}
+	return nil
 }
 
 func run(ctx context.Context, duration time.Duration, workers int) error {
@@ -70,12 +96,17 @@ func run(ctx context.Context, duration time.Duration, workers int) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	dynamic, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "demo", "dynamic.yml"))
+	file, err := os.ReadFile(filepath.Join(harness.RepoRoot(), "demo", "dynamic.yml"))
 	if err != nil {
 		return err
 	}
+	// demo/dynamic.yml names the backends by their fixed addresses.
+	dynamic := string(file)
+	for i, b := range backends {
+		dynamic = strings.ReplaceAll(dynamic, fmt.Sprintf("127.0.0.1:%d", 9101+i), b.addr)
+	}
 	fmt.Println("starting Traefik with graylane (first start compiles nothing, Yaegi loads the plugins)…")
-	traefik, err := harness.Launch(bin, dir, webPort, apiPort, harness.TraefikOptions{Dynamic: string(dynamic), LogLevel: "ERROR"})
+	traefik, err := harness.Launch(bin, dir, webPort, apiPort, harness.TraefikOptions{Dynamic: dynamic, LogLevel: "ERROR"})
 	if traefik != nil {
 		defer traefik.Stop()
 	}
@@ -105,7 +136,7 @@ func run(ctx context.Context, duration time.Duration, workers int) error {
 			return nil
 		case now := <-tick.C:
 			if !reloaded && now.After(reloadAt) {
-				raised := strings.Replace(string(dynamic), "percent: 10", "percent: 50", 1)
+				raised := strings.Replace(dynamic, "percent: 10", "percent: 50", 1)
 				if err := traefik.WriteFile("dynamic.yml", raised); err != nil {
 					return err
 				}
