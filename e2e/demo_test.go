@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -40,9 +41,26 @@ func TestDemo(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, text)
 		}
 	}
-	for _, m := range regexp.MustCompile(`(\d+) requests, (\d+) failed, (\d+) sticky`).FindAllStringSubmatch(text, -1) {
+	phases := regexp.MustCompile(`(\d+) requests, (\d+) failed, (\d+) sticky`).FindAllStringSubmatch(text, -1)
+	if len(phases) < 2 {
+		t.Fatalf("demo output shows %d phases, want 2:\n%s", len(phases), text)
+	}
+	for _, m := range phases {
 		if m[1] == "0" || m[2] != "0" || m[3] != "0" {
 			t.Errorf("demo phase: %s", m[0])
 		}
+	}
+	// The hot reload raised the percentage: identified users' canary share in the final board,
+	// about 10 % in phase 1 and 50 % in phase 2 (a phase-2 tally counts from the file's rewrite,
+	// before Traefik applied it, so a little of the old share is in it).
+	final := text[strings.LastIndex(text, "phase 1:"):]
+	shares := regexp.MustCompile(`(?m)^\s+user\s+([\d.]+) % canary`).FindAllStringSubmatch(final, -1)
+	if len(shares) != 2 {
+		t.Fatalf("final board has %d user share lines, want 2:\n%s", len(shares), final)
+	}
+	first, _ := strconv.ParseFloat(shares[0][1], 64)
+	second, _ := strconv.ParseFloat(shares[1][1], 64)
+	if first < 5 || first > 16 || second < 35 {
+		t.Errorf("users' canary share %.1f %% then %.1f %%, want about 10 %% then about 50 %%", first, second)
 	}
 }

@@ -58,6 +58,9 @@ BAD_MIDDLEWARE
           rules:
             - {name: testers, lane: TESTERS, users: ["1001", "1002"]}
             - {name: beta-pages, lane: beta, path: {prefix: /beta}}
+            - {name: region, lane: canary, headers: {X-Region: cn-east}, methods: [GET]}
+            - {name: opted-in, lane: beta, cookies: {beta_optin: "1"}}
+            - {name: preview, lane: canary, query: {preview: "*"}}
     gray-dispatch:
       plugin:
         graylane-dispatch:
@@ -168,6 +171,12 @@ func testLanes(t *testing.T, tr *harness.Traefik) {
 		headers          map[string]string
 		backend, lane    string
 	}{
+		{"header and method to canary", "app.test", "/", map[string]string{"X-Region": "cn-east"}, "canary", "canary"},
+		{"other header value to stable", "app.test", "/", map[string]string{"X-Region": "cn-west"}, "stable", ""},
+		{"cookie to beta", "app.test", "/", map[string]string{"Cookie": "theme=dark; beta_optin=1"}, "beta", "beta"},
+		{"other cookie value to stable", "app.test", "/", map[string]string{"Cookie": "beta_optin=0"}, "stable", ""},
+		{"query parameter present to canary", "app.test", "/?a=1&preview=", nil, "canary", "canary"},
+		{"other query parameter to stable", "app.test", "/?previews=1", nil, "stable", ""},
 		{"tester to canary", "app.test", "/", map[string]string{"X-User-Id": "1001"}, "canary", "canary"},
 		{"other user to stable", "app.test", "/", map[string]string{"X-User-Id": "2002"}, "stable", ""},
 		{"anonymous to stable", "app.test", "/", nil, "stable", ""},
@@ -186,6 +195,7 @@ func testLanes(t *testing.T, tr *harness.Traefik) {
 			if r.Status != http.StatusOK || r.Backend() != c.backend {
 				t.Fatalf("got %d from %q (%s), want 200 from %q", r.Status, r.Backend(), r.Body, c.backend)
 			}
+
 			if got := r.RequestHeader("X-Gray-Lane"); got != c.lane {
 				t.Errorf("backend saw X-Gray-Lane %q, want %q", got, c.lane)
 			}
@@ -194,6 +204,13 @@ func testLanes(t *testing.T, tr *harness.Traefik) {
 			}
 		})
 	}
+	t.Run("method not in the rule to stable", func(t *testing.T) {
+		// The region rule takes GET only.
+		r := harness.Do(t, http.MethodPost, tr.URL+"/", map[string]string{"Host": "app.test", "X-Region": "cn-east"}, []byte("x"))
+		if r.Status != http.StatusOK || r.Backend() != "stable" {
+			t.Fatalf("POST with X-Region cn-east: %d from %q, want 200 from stable", r.Status, r.Backend())
+		}
+	})
 }
 
 // testStreaming checks that a lane's server-sent events arrive one by one and that a WebSocket
@@ -315,6 +332,9 @@ func testHotReload(t *testing.T, tr *harness.Traefik, stable, canary, beta *harn
 	res.mu.Lock()
 	before := append([]answer(nil), res.last...)
 	res.mu.Unlock()
+	if len(before) == 0 {
+		t.Fatal("no answer for user 1001 in the first second of load")
+	}
 	for _, a := range before {
 		if a.backend != "canary" {
 			t.Fatalf("before the reload user 1001 went to %q: %v", a.backend, before)
