@@ -3,7 +3,10 @@ package reliability_test
 import (
 	"fmt"
 	"net/http"
+	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,7 +21,7 @@ const (
 	// latencySlack is what a request may take beyond the timeout it waits out: Traefik,
 	// two plugins and the retry on a loaded 2-core machine.
 	latencySlack = 1500 * time.Millisecond
-	uploadSize   = 64 << 10 // bytes of the body of each POST in the killed scenario
+	uploadSize   = 64 << 10 // bytes of the body of each POST in the killed and hung scenarios
 )
 
 // faultServers are the servers of TestFaults.
@@ -188,21 +191,55 @@ func TestFaults(t *testing.T) {
 	})
 
 	t.Run("hung", func(t *testing.T) {
-		res := newTally()
+		gets, posts := newTally(), newTally()
 		var waited atomic.Int64
-		runLoad(t.Context(), workers, 100_000, phase+phase/2, 2*time.Millisecond, func(int) {
+		var mu sync.Mutex
+		answers := map[string]string{} // POSTs by X-Request-Id: "504", "200 hang2" or what came instead
+		// hungPost sends POST i with a body of uploadSize bytes and an X-Request-Id, and records
+		// the answer; the checks after the load tell which answer was right.
+		hungPost := func(i int) {
+			id := fmt.Sprintf("hung-post-%d", i)
+			reply, took, err := send(c, request{method: http.MethodPost, url: tr.URL + "/upload", host: "hang.test",
+				header: http.Header{laneHeader: {"canary"}, "X-Request-Id": {id}}, body: strings.Repeat("h", uploadSize)})
+			var answer string
+			switch {
+			case err != nil:
+				answer = fmt.Sprintf("%v after %s", err, took)
+				posts.fail("POST %s: %s", id, answer)
+			case reply.Status == http.StatusGatewayTimeout:
+				answer = "504"
+			case reply.Status == http.StatusOK && reply.Backend() == "hang2" && reply.JSON["bytes"] == float64(uploadSize):
+				answer = "200 hang2"
+			default:
+				answer = fmt.Sprintf("status %d from %q after %s: %.100s", reply.Status, reply.Backend(), took, reply.Body)
+			}
+			if err == nil {
+				posts.ok(strconv.Itoa(reply.Status), took)
+			}
+			mu.Lock()
+			answers[id] = answer
+			mu.Unlock()
+		}
+		// The first 2×workers requests are POSTs, so that POSTs are among those that go to the
+		// hung server before it is marked down; then every eighth.
+		runLoad(t.Context(), workers, 100_000, phase+phase/2, 2*time.Millisecond, func(i int) {
 			start := time.Now()
-			get(res, "hang.test", "/", "canary", "hang2")
+			if i < 2*workers || i%8 == 0 {
+				hungPost(i)
+			} else {
+				get(gets, "hang.test", "/", "canary", "hang2")
+			}
 			if time.Since(start) >= hangTimeout {
 				waited.Add(1)
 			}
 		})
 		slow := int(waited.Load())
-		t.Logf("one server accepts and never answers (responseHeader %s): %s; %d requests waited out the timeout; the hung server accepted %d connections",
-			hangTimeout, res, slow, s.hang1.accepted())
-		res.requireNoFailures(t, "GETs with a hung server")
-		if res.maxTook > hangTimeout+latencySlack {
-			t.Errorf("slowest request took %s, want under %s (responseHeader timeout %s + %s)", res.maxTook, hangTimeout+latencySlack, hangTimeout, latencySlack)
+		t.Logf("one server accepts and never answers (responseHeader %s): GETs %s; POSTs %s; %d requests waited out the timeout; the hung server accepted %d connections",
+			hangTimeout, gets, posts, slow, s.hang1.accepted())
+		gets.requireNoFailures(t, "GETs with a hung server")
+		posts.requireNoFailures(t, "POSTs with a hung server")
+		if took := max(gets.maxTook, posts.maxTook); took > hangTimeout+latencySlack {
+			t.Errorf("slowest request took %s, want under %s (responseHeader timeout %s + %s)", took, hangTimeout+latencySlack, hangTimeout, latencySlack)
 		}
 		if s.hang1.accepted() == 0 {
 			t.Errorf("dispatch never tried the hung server")
@@ -211,6 +248,29 @@ func TestFaults(t *testing.T) {
 		// in flight when it was marked down (at most maxFails plus the workers) wait it out.
 		if limit := 2 + workers; slow > limit {
 			t.Errorf("%d requests waited out the timeout, want at most %d once the hung server is marked down", slow, limit)
+		}
+		// A POST the hung server received is answered 504 and never sent to hang2: its body was
+		// sent, and the server may have carried it out. Any other POST reached hang2 once.
+		seen := seenIDs(t, s.hang2)
+		var hung int
+		var wrong []string
+		for id, answer := range answers {
+			want, wantSeen := "200 hang2", 1
+			if s.hang1.received(id) {
+				hung++
+				want, wantSeen = "504", 0
+			}
+			if answer != want || seen[id] != wantSeen {
+				wrong = append(wrong, fmt.Sprintf("%s: %s, reached hang2 %d times; want %s, reached hang2 %d times", id, answer, seen[id], want, wantSeen))
+			}
+		}
+		sort.Strings(wrong)
+		if len(wrong) > 0 {
+			t.Errorf("%d of %d POSTs (%d of them received by the hung server) were answered wrong; first ones:\n  %s",
+				len(wrong), len(answers), hung, strings.Join(wrong[:min(len(wrong), 10)], "\n  "))
+		}
+		if hung == 0 {
+			t.Errorf("the hung server received none of the %d POSTs", len(answers))
 		}
 	})
 

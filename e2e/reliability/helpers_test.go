@@ -356,13 +356,19 @@ func waitAnswer(tb testing.TB, c *http.Client, r request, timeout time.Duration,
 }
 
 // hangListener is a TCP server on loopback that accepts connections and reads from them but
-// never answers, like a hung application server.
+// never answers, like a hung application server. It keeps the first hangKeep bytes each
+// connection sent (see received).
 type hangListener struct {
 	ln    net.Listener
 	mu    sync.Mutex
 	conns []net.Conn
+	heads []*bytes.Buffer // by connection
 	done  chan struct{}
 }
+
+// hangKeep is how many bytes a hangListener keeps of each connection: a request's head. A
+// connection the listener never answers carries one request.
+const hangKeep = 16 << 10
 
 // startHangListener starts a hangListener on addr ("127.0.0.1:0" for a free port) and
 // registers a Cleanup that closes it and every connection it accepted.
@@ -388,6 +394,19 @@ func (h *hangListener) accepted() int {
 	return len(h.conns)
 }
 
+// received reports whether a request with the header X-Request-Id: id arrived.
+func (h *hangListener) received(id string) bool {
+	line := []byte("\r\nX-Request-Id: " + id + "\r\n")
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, head := range h.heads {
+		if bytes.Contains(head.Bytes(), line) {
+			return true
+		}
+	}
+	return false
+}
+
 func (h *hangListener) serve() {
 	defer close(h.done)
 	for {
@@ -395,10 +414,25 @@ func (h *hangListener) serve() {
 		if err != nil {
 			return
 		}
+		head := new(bytes.Buffer)
 		h.mu.Lock()
 		h.conns = append(h.conns, c)
+		h.heads = append(h.heads, head)
 		h.mu.Unlock()
-		go func() { _, _ = io.Copy(io.Discard, c) }()
+		go func() {
+			buf := make([]byte, 4096)
+			for {
+				n, err := c.Read(buf)
+				h.mu.Lock()
+				if room := hangKeep - head.Len(); room > 0 {
+					head.Write(buf[:min(n, room)])
+				}
+				h.mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}()
 	}
 }
 
@@ -410,6 +444,22 @@ func (h *hangListener) close() {
 	for _, c := range h.conns {
 		c.Close()
 	}
+}
+
+// seenIDs returns the X-Request-Id values backend b received, with how many requests carried
+// each (its /seen, asked directly).
+func seenIDs(tb testing.TB, b *harness.Backend) map[string]int {
+	tb.Helper()
+	resp, err := apiClient.Get(b.URL + "/seen")
+	if err != nil {
+		tb.Fatalf("%s /seen: %v", b.Name, err)
+	}
+	defer resp.Body.Close()
+	var seen struct{ IDs map[string]int }
+	if err := json.NewDecoder(resp.Body).Decode(&seen); err != nil || resp.StatusCode != http.StatusOK {
+		tb.Fatalf("%s /seen: %s, %v", b.Name, resp.Status, err)
+	}
+	return seen.IDs
 }
 
 // rawRequest writes raw bytes to addr (host:port) and returns the status code of the answer.

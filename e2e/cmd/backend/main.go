@@ -15,6 +15,11 @@
 //	/slow?d=2s           waits d, then answers the JSON description
 //	/hang                never answers; returns when the client goes away
 //	/status?code=503     answers the JSON description with that status code
+//	/seen                answers {"backend", "ids": {id: n}}: every X-Request-Id header value
+//	                     this backend received so far, and how many requests carried it
+//
+// Only requests that carry X-Request-Id are remembered (the tests that send it send a bounded
+// number), whatever their path, as soon as their headers have arrived.
 package main
 
 import (
@@ -28,6 +33,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -56,7 +62,7 @@ func main() {
 		os.Exit(0)
 	}()
 
-	srv := &http.Server{Handler: &server{name: *name}, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: &server{name: *name, seen: map[string]int{}}, ReadHeaderTimeout: 10 * time.Second}
 	if *certFile != "" {
 		srv.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are what some tests want
 		log.Fatal(srv.ServeTLS(ln, *certFile, *keyFile))
@@ -66,13 +72,29 @@ func main() {
 
 type server struct {
 	name string
+
+	mu   sync.Mutex
+	seen map[string]int // X-Request-Id values received, see /seen
 }
 
 var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
 
 func (s *server) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	rw.Header().Set("X-Backend", s.name)
+	if id := req.Header.Get("X-Request-Id"); id != "" {
+		s.mu.Lock()
+		s.seen[id]++
+		s.mu.Unlock()
+	}
 	switch req.URL.Path {
+	case "/seen":
+		s.mu.Lock()
+		ids := make(map[string]int, len(s.seen))
+		for id, n := range s.seen {
+			ids[id] = n
+		}
+		s.mu.Unlock()
+		writeJSON(rw, http.StatusOK, map[string]any{"backend": s.name, "ids": ids})
 	case "/ws":
 		s.echoWebSocket(rw, req)
 	case "/sse":
