@@ -253,6 +253,61 @@ spec:
 		waitBackend(t, traefik.URL, map[string]string{"Host": "tls.example.com", "X-Gray-Lane": "secure"}, "secure", 30*time.Second)
 	})
 
+	t.Run("long users list", func(t *testing.T) {
+		// 50,000 testers (a Middleware of about 800 KB): the API server stores it (etcd takes
+		// objects up to about 1.5 MiB) and Traefik builds it. Client-side kubectl apply would
+		// also copy the object into its last-applied-configuration annotation, and the API
+		// server refuses annotations over 256 KiB in all: the README says to use
+		// kubectl apply --server-side (or create/replace) for such lists.
+		ids := make([]string, 50000)
+		for i := range ids {
+			ids[i] = fmt.Sprintf(`"tester-%05d"`, i)
+		}
+		middleware := `apiVersion: traefik.io/v1alpha1
+kind: Middleware
+metadata:
+  name: gray-mark-many
+  namespace: graylane-demo
+spec:
+  plugin:
+    graylane-mark:
+      identity: {header: X-User-Id}
+      rules:
+        - name: testers
+          lane: canary
+          users: [` + strings.Join(ids, ", ") + `]
+`
+		objs, err := kube.Decode(middleware)
+		if err != nil {
+			t.Fatal(err)
+		}
+		copied, err := json.Marshal(objs[0].Object)
+		if err != nil {
+			t.Fatal(err)
+		}
+		annotated := strings.Replace(middleware, "  namespace: graylane-demo\n",
+			"  namespace: graylane-demo\n  annotations:\n    kubectl.kubernetes.io/last-applied-configuration: "+strconv.Quote(string(copied))+"\n", 1)
+		if err := cluster.ApplyErr(annotated); err == nil || !strings.Contains(err.Error(), "Too long: must have at most 262144 bytes") {
+			t.Errorf("the list with client-side apply's annotation: error %v, want the API server's annotation size limit", err)
+		}
+		cluster.Apply(t, middleware+`---
+apiVersion: traefik.io/v1alpha1
+kind: IngressRoute
+metadata:
+  name: whoami-many
+  namespace: graylane-demo
+spec:
+  entryPoints: [web]
+  routes:
+    - kind: Rule
+      match: Host(`+"`many.example.com`"+`)
+      middlewares: [{name: gray-mark-many}, {name: gray-dispatch}]
+      services: [{name: whoami-stable, port: http}]
+`)
+		waitBackend(t, traefik.URL, map[string]string{"Host": "many.example.com", "X-User-Id": "tester-49999"}, "canary", 30*time.Second)
+		waitBackend(t, traefik.URL, map[string]string{"Host": "many.example.com", "X-User-Id": "tester-50000"}, "stable", 5*time.Second)
+	})
+
 	t.Run("bad middleware", func(t *testing.T) {
 		cluster.Apply(t, `
 apiVersion: traefik.io/v1alpha1
