@@ -220,8 +220,20 @@ func TestFaults(t *testing.T) {
 			answers[id] = answer
 			mu.Unlock()
 		}
-		// The first 2×workers requests are POSTs, so that POSTs are among those that go to the
-		// hung server before it is marked down; then every eighth.
+		// First GETs one at a time, until one went to the hung server (the balancer alternates
+		// between the two): it waits out the timeout and is answered by hang2, retried before
+		// the first byte. That is the hung server's first failure of maxFails.
+		first := newTally()
+		for i := 0; i < 4 && first.maxTook < hangTimeout; i++ {
+			get(first, "hang.test", "/", "canary", "hang2")
+		}
+		t.Logf("GETs one at a time: %s", first)
+		first.requireNoFailures(t, "GETs one at a time with a hung server")
+		if first.maxTook < hangTimeout {
+			t.Errorf("none of %d GETs one at a time went to the hung server and waited out the timeout: %s", first.total, first)
+		}
+		// Then the load. Its first 2×workers requests are POSTs, so that POSTs are among those
+		// that go to the hung server before it is marked down; then every eighth.
 		runLoad(t.Context(), workers, 100_000, phase+phase/2, 2*time.Millisecond, func(i int) {
 			start := time.Now()
 			if i < 2*workers || i%8 == 0 {
