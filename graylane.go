@@ -44,7 +44,7 @@ func New(ctx context.Context, next http.Handler, config *Config, name string) (h
 		}
 		dispatcher, err := dispatch.New(ctx, handler, section, name)
 		if err != nil {
-			return nil, fmt.Errorf("dispatch.%w", err)
+			return nil, sectionError(ctx, config, name, err)
 		}
 		handler = dispatcher
 	}
@@ -73,8 +73,21 @@ func dispatchConfig(config *Config) (*dispatch.Config, error) {
 	}
 	if section.Header == "" {
 		section.Header = header
-	} else if !strings.EqualFold(strings.TrimSpace(section.Header), strings.TrimSpace(header)) {
+	} else if !strings.EqualFold(section.Header, header) {
 		return nil, fmt.Errorf("dispatch.header: %q: not mark.header %q: in one middleware, dispatch reads the header mark writes (leave dispatch.header out)", section.Header, header)
 	}
 	return &section, nil
+}
+
+// sectionError returns the error of a dispatch section that New refused, err, as the error of
+// the configuration: an error of the mark section comes first, since dispatch may have refused
+// the lane header it takes from mark (which the user wrote as mark.header). Run only when the
+// configuration is refused.
+func sectionError(ctx context.Context, config *Config, name string, err error) error {
+	if config.Mark != nil {
+		if _, markErr := mark.New(ctx, http.NotFoundHandler(), config.Mark, name); markErr != nil {
+			return fmt.Errorf("mark.%w", markErr)
+		}
+	}
+	return fmt.Errorf("dispatch.%w", err)
 }

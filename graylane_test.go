@@ -109,7 +109,10 @@ func TestFacadeErrorsNameTheSection(t *testing.T) {
 		prefix string
 	}{
 		{name: "mark", config: &graylane.Config{Mark: badMark}, prefix: "mark.rules[0].lane"},
+		// mark's header, which dispatch takes, is mark's error.
+		{name: "mark header", config: &graylane.Config{Mark: &mark.Config{Header: "Bad Header"}, Dispatch: &dispatch.Config{}}, prefix: "mark.header"},
 		{name: "dispatch", config: &graylane.Config{Dispatch: badDispatch}, prefix: "dispatch.lanes.canary.servers[0].url"},
+		{name: "dispatch, mark right", config: &graylane.Config{Mark: markSection(), Dispatch: badDispatch}, prefix: "dispatch.lanes.canary.servers[0].url"},
 	}
 	for _, test := range tests {
 		t.Run(test.name, func(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 // per-request state.
 type server struct {
 	host     string // the URL's host (and port): the Host sent when passHostHeader is false
-	key      string // the URL as text: the key of the server's passive health record
+	key      string // the normalised URL (see serverKey): the key of its passive health record
 	lane     string // the lane's name, for the error log
 	index    int    // position in the lane's servers
 	weight   int    // 0 means drained

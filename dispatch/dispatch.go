@@ -334,19 +334,21 @@ func parseServerURL(raw string) (*url.URL, error) {
 }
 
 // serverKey returns the key of the server at u in the package-level health table, also hashed
-// into its sticky cookie value: its address (see serverAddress) and its path, without a path of
-// just "/", so that every spelling of one server's URL (http://Canary, http://canary:80/) shares
-// one health record and names one server in a sticky cookie.
+// into its sticky cookie value: its address (see serverAddress) and its path, decoded and
+// escaped again (so that %41pp, App and %2f, %2F, / are one path), without a path of just "/",
+// so that every spelling of one server's URL (http://Canary, http://canary:80/) shares one
+// health record and names one server in a sticky cookie.
 func serverKey(u *url.URL) string {
-	path := u.EscapedPath()
+	path := (&url.URL{Path: u.Path}).EscapedPath()
 	if path == "/" {
 		path = ""
 	}
 	return serverAddress(u) + path
 }
 
-// serverAddress returns the scheme, host and port of u as one text, the host lower-cased and the
-// port written out (80 for http, 443 for https): the same for every spelling of one address.
+// serverAddress returns the scheme, host and port of u as one text, the host lower-cased (an
+// IPv6 zone, a network interface's name, keeps its case) and the port written out (80 for http,
+// 443 for https): the same for every spelling of one address.
 func serverAddress(u *url.URL) string {
 	port := u.Port()
 	if port == "" {
@@ -355,7 +357,12 @@ func serverAddress(u *url.URL) string {
 			port = "443"
 		}
 	}
-	return u.Scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+	host, zone, _ := strings.Cut(u.Hostname(), "%")
+	host = strings.ToLower(host)
+	if zone != "" {
+		host += "%" + zone
+	}
+	return u.Scheme + "://" + net.JoinHostPort(host, port)
 }
 
 // parseDuration parses a Go duration ("5s", "1m30s") or a plain number of seconds ("5").

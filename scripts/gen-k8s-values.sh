@@ -39,14 +39,19 @@ plugin() {
       mountPath: /plugins-local/src/$module/$dir
       source:
 EOF
-	local f files
-	mapfile -t files < <(sources "$dir")
-	for f in "${files[@]}"; do
+	local f
+	while IFS= read -r f; do
 		echo "        $(basename "$f"): |"
 		# Indent every line but leave empty lines empty (no trailing spaces).
 		sed -e 's/^\(.\)/          \1/' "$f"
-	done
+	done < <(sources "$dir")
 }
+
+sum=$(checksum)
+if ! [[ $sum =~ ^[0-9a-f]{64}$ ]]; then
+	echo "gen-k8s-values: no SHA-256 of the plugin source (got '$sum')" >&2
+	exit 1
+fi
 
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
@@ -78,7 +83,7 @@ deployment:
     # The SHA-256 of the inlined plugin source below: Traefik loads plugin code at start-up
     # only, and a changed ConfigMap restarts nothing, so a new value makes helm upgrade roll
     # the Pods onto new plugin code.
-    graylane/plugin-source-sha256: $(checksum)
+    graylane/plugin-source-sha256: "$sum"
 
 experimental:
   # Refuse to start with a plugin that does not load, rather than serve without it.

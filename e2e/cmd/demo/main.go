@@ -60,9 +60,10 @@ func main() {
 	}
 }
 
-// takeFreePorts replaces the fixed ports by free ones.
+// takeFreePorts replaces the fixed ports by free ones: Traefik's are probed (Traefik binds them
+// itself), the backends get listeners on free ports at once (see listeners).
 func takeFreePorts() error {
-	ports := make([]int, 2+len(backends))
+	var ports [2]int
 	for i := range ports {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -73,10 +74,18 @@ func takeFreePorts() error {
 	}
 	webPort, apiPort = ports[0], ports[1]
 	for i := range backends {
-		backends[i].addr = fmt.Sprintf("127.0.0.1:%d", ports[2+i])
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		backends[i].addr = ln.Addr().String()
+		listeners[backends[i].addr] = ln
 	}
 	return nil
 }
+
+// listeners holds the backends' listeners that takeFreePorts opened, by address.
+var listeners = map[string]net.Listener{}
 
 func run(ctx context.Context, duration time.Duration, workers int) error {
 	bin, err := harness.FindTraefik()
@@ -171,11 +180,15 @@ func waitRouter(ctx context.Context, url string, timeout time.Duration) error {
 	}
 }
 
-// serveBackend answers every request with the backend's name.
+// serveBackend answers every request with the backend's name, on the listener takeFreePorts
+// opened for addr or on a new one.
 func serveBackend(name, addr string) (func(), error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
+	ln := listeners[addr]
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return nil, err
+		}
 	}
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
