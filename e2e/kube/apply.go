@@ -164,12 +164,35 @@ func name(obj *unstructured.Unstructured) string {
 // downloading the module into the module cache if needed.
 func TraefikCRDFile(tb testing.TB) string {
 	tb.Helper()
-	cmd := exec.Command("go", "mod", "download", "-json", "github.com/traefik/traefik/v3")
+	return filepath.Join(moduleDir(tb, "github.com/traefik/traefik/v3"), "docs", "content", "reference", "dynamic-configuration", "kubernetes-crd-definition-v1.yml")
+}
+
+// GatewayAPICRDFiles returns the paths of the standard-channel CRDs of the Gateway API
+// release the e2e module requires (sigs.k8s.io/gateway-api, the version Traefik's
+// kubernetesGateway provider is built with): config/crd/standard/*.yaml of that module,
+// downloaded into the module cache if needed.
+func GatewayAPICRDFiles(tb testing.TB) []string {
+	tb.Helper()
+	files, err := filepath.Glob(filepath.Join(moduleDir(tb, "sigs.k8s.io/gateway-api"), "config", "crd", "standard", "*.yaml"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if len(files) == 0 {
+		tb.Fatal("kube: no config/crd/standard/*.yaml in the sigs.k8s.io/gateway-api module")
+	}
+	return files
+}
+
+// moduleDir returns the module cache directory of a module the e2e module requires, at the
+// version e2e/go.mod selects, downloading it if needed.
+func moduleDir(tb testing.TB, module string) string {
+	tb.Helper()
+	cmd := exec.Command("go", "mod", "download", "-json", module)
 	cmd.Dir = filepath.Join(harness.RepoRoot(), "e2e")
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {
-		tb.Fatalf("kube: go mod download github.com/traefik/traefik/v3: %v\n%s", err, stderr.String())
+		tb.Fatalf("kube: go mod download %s: %v\n%s", module, err, stderr.String())
 	}
 	var dir string
 	for _, line := range strings.Split(out.String(), "\n") {
@@ -180,7 +203,7 @@ func TraefikCRDFile(tb testing.TB) string {
 	if dir == "" {
 		tb.Fatalf("kube: no Dir in go mod download output:\n%s", out.String())
 	}
-	return filepath.Join(dir, "docs", "content", "reference", "dynamic-configuration", "kubernetes-crd-definition-v1.yml")
+	return dir
 }
 
 // InstallTraefikCRDs applies the Traefik CRDs of the pinned Traefik release and waits until
@@ -191,8 +214,30 @@ func (c *Cluster) InstallTraefikCRDs(tb testing.TB) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c.Apply(tb, string(b))
-	objs, err := Decode(string(b))
+	c.installCRDs(tb, string(b))
+}
+
+// InstallGatewayAPICRDs applies the standard-channel Gateway API CRDs (GatewayClass, Gateway,
+// HTTPRoute, GRPCRoute, ReferenceGrant, BackendTLSPolicy) of the release the e2e module
+// requires, and waits until the API server serves every one of them.
+func (c *Cluster) InstallGatewayAPICRDs(tb testing.TB) {
+	tb.Helper()
+	var docs []string
+	for _, f := range GatewayAPICRDFiles(tb) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		docs = append(docs, string(b))
+	}
+	c.installCRDs(tb, strings.Join(docs, "\n---\n"))
+}
+
+// installCRDs applies CustomResourceDefinitions and waits until every one is established.
+func (c *Cluster) installCRDs(tb testing.TB, manifests string) {
+	tb.Helper()
+	c.Apply(tb, manifests)
+	objs, err := Decode(manifests)
 	if err != nil {
 		tb.Fatal(err)
 	}
