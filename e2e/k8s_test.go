@@ -40,37 +40,10 @@ const demoHost = "app.example.com"
 // and graylane-dispatch Middleware resources. Pods do not run: EndpointSlices point the demo
 // Services at two loopback backend processes, and the dispatch lane URL at the canary one.
 func TestKubernetesCRD(t *testing.T) {
-	if os.Getenv("GRAYLANE_SKIP_K8S") == "1" {
-		t.Skip("GRAYLANE_SKIP_K8S=1: skipping the Kubernetes test (it runs etcd and kube-apiserver, built once by scripts/build-kube.sh)")
-	}
-	harness.TraefikBinary(t) // skips with GRAYLANE_SKIP_TRAEFIK before the cluster starts
-
 	start := time.Now()
-	cluster := kube.Start(t)
-	t.Logf("etcd + kube-apiserver ready in %v (kubeconfig: %s)", time.Since(start).Round(time.Millisecond), cluster.Kubeconfig)
-	cluster.InstallTraefikCRDs(t)
-
-	stable := harness.StartBackend(t, "stable")
-	canary := harness.StartBackend(t, "canary")
-
-	cluster.Apply(t, demoFile(t, "apps.yaml"))
-	// The salt Secret, which the README has the user create once with kubectl create secret
-	// (the demo files leave it out, so that applying them again keeps the salt).
-	cluster.Apply(t, `
-apiVersion: v1
-kind: Secret
-metadata: {name: graylane-salt, namespace: graylane-demo}
-stringData: {checkout: 5d1f0c9a7e3b2468ace0f1b2c3d4e5f6}
-`)
-	cluster.Apply(t, loopbackEndpoints(t, "whoami-stable", stable.URL)+"---\n"+loopbackEndpoints(t, "whoami-canary", canary.URL))
-	middlewares := demoFile(t, "middlewares.yaml")
-	if !strings.Contains(middlewares, canaryClusterURL) {
-		t.Fatalf("demo/k8s/middlewares.yaml no longer sends the canary lane to %s: update the test", canaryClusterURL)
-	}
-	middlewares = strings.ReplaceAll(middlewares, canaryClusterURL, canary.URL)
-	cluster.Apply(t, middlewares)
+	demo := startDemo(t)
+	cluster, middlewares, salt := demo.cluster, demo.middlewares, demo.salt
 	cluster.Apply(t, demoFile(t, "ingressroute.yaml"))
-	salt := secretValue(t, cluster, "graylane-demo", "graylane-salt", "checkout")
 
 	// The ConfigMaps the Helm chart renders from values.yaml for the inline plugins
 	// (templates/local-plugins-cm.yaml: data is the source map): the API server accepts
@@ -88,14 +61,7 @@ stringData: {checkout: 5d1f0c9a7e3b2468ace0f1b2c3d4e5f6}
 		cluster.Apply(t, string(cm))
 	}
 
-	traefik := harness.StartTraefik(t, harness.TraefikOptions{ExtraStatic: fmt.Sprintf(`
-providers:
-  kubernetesCRD:
-    endpoint: %q
-    token: %q
-    certAuthFilePath: %q
-    namespaces: [graylane-demo]
-`, cluster.Endpoint, cluster.Token, cluster.CAFile)})
+	traefik := harness.StartTraefik(t, harness.TraefikOptions{ExtraStatic: kubeProviders(cluster, "kubernetesCRD")})
 	waitServing(t, traefik.URL, 60*time.Second)
 	t.Logf("Traefik serves the IngressRoute %v after the cluster started", time.Since(start).Round(time.Millisecond))
 
@@ -345,6 +311,72 @@ spec:
 		}
 	})
 	t.Logf("whole Kubernetes test: %v", time.Since(start).Round(time.Millisecond))
+}
+
+// demoSetup is the demo of demo/k8s applied to a fresh cluster, routes left out.
+type demoSetup struct {
+	cluster *kube.Cluster
+	// middlewares is demo/k8s/middlewares.yaml as applied: the canary lane sent to the canary
+	// backend process instead of the canary Service's cluster DNS name.
+	middlewares string
+	// salt is the salt Secret's value.
+	salt string
+}
+
+// startDemo starts a cluster (skipping the test when GRAYLANE_SKIP_K8S=1, or when
+// GRAYLANE_SKIP_TRAEFIK is set, before the cluster starts), installs the Traefik CRDs, starts
+// the stable and canary backend processes, and applies the demo application (apps.yaml), the
+// salt Secret, EndpointSlices pointing the demo Services at the backends, and the demo
+// Middlewares (middlewares.yaml). The routes are the caller's.
+func startDemo(t *testing.T) *demoSetup {
+	t.Helper()
+	if os.Getenv("GRAYLANE_SKIP_K8S") == "1" {
+		t.Skip("GRAYLANE_SKIP_K8S=1: skipping the Kubernetes test (it runs etcd and kube-apiserver, built once by scripts/build-kube.sh)")
+	}
+	harness.TraefikBinary(t) // skips with GRAYLANE_SKIP_TRAEFIK before the cluster starts
+
+	start := time.Now()
+	cluster := kube.Start(t)
+	t.Logf("etcd + kube-apiserver ready in %v (kubeconfig: %s)", time.Since(start).Round(time.Millisecond), cluster.Kubeconfig)
+	cluster.InstallTraefikCRDs(t)
+
+	stable := harness.StartBackend(t, "stable")
+	canary := harness.StartBackend(t, "canary")
+
+	cluster.Apply(t, demoFile(t, "apps.yaml"))
+	// The salt Secret, which the README has the user create once with kubectl create secret
+	// (the demo files leave it out, so that applying them again keeps the salt).
+	cluster.Apply(t, `
+apiVersion: v1
+kind: Secret
+metadata: {name: graylane-salt, namespace: graylane-demo}
+stringData: {checkout: 5d1f0c9a7e3b2468ace0f1b2c3d4e5f6}
+`)
+	cluster.Apply(t, loopbackEndpoints(t, "whoami-stable", stable.URL)+"---\n"+loopbackEndpoints(t, "whoami-canary", canary.URL))
+	middlewares := demoFile(t, "middlewares.yaml")
+	if !strings.Contains(middlewares, canaryClusterURL) {
+		t.Fatalf("demo/k8s/middlewares.yaml no longer sends the canary lane to %s: update the test", canaryClusterURL)
+	}
+	middlewares = strings.ReplaceAll(middlewares, canaryClusterURL, canary.URL)
+	cluster.Apply(t, middlewares)
+	return &demoSetup{
+		cluster:     cluster,
+		middlewares: middlewares,
+		salt:        secretValue(t, cluster, "graylane-demo", "graylane-salt", "checkout"),
+	}
+}
+
+// kubeProviders returns Traefik static configuration (YAML) enabling the named Kubernetes
+// providers (kubernetesCRD, kubernetesGateway), each pointed at the cluster's API server
+// with its admin token and watching the graylane-demo namespace.
+func kubeProviders(c *kube.Cluster, providers ...string) string {
+	var b strings.Builder
+	b.WriteString("providers:\n")
+	for _, p := range providers {
+		fmt.Fprintf(&b, "  %s:\n    endpoint: %q\n    token: %q\n    certAuthFilePath: %q\n    namespaces: [graylane-demo]\n",
+			p, c.Endpoint, c.Token, c.CAFile)
+	}
+	return b.String()
 }
 
 // TestKubernetesValuesUpToDate checks that demo/helm/values.yaml is what
