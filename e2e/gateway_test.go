@@ -68,8 +68,9 @@ func TestKubernetesGateway(t *testing.T) {
 	outsider := firstUser(t, users, demo.salt, 10, false)
 
 	t.Run("route status", func(t *testing.T) {
-		// Traefik reports the route accepted by the Gateway, with its references (the
-		// Middlewares and the Service) resolved.
+		// Traefik reports the route accepted by the Gateway, with its backend resolved. (Not
+		// its ExtensionRef filters: Traefik leaves ResolvedRefs true when it cannot load them;
+		// the lanes below show they run.)
 		waitRouteConditions(t, cluster, "whoami-gw", 30*time.Second)
 	})
 
