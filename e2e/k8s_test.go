@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +23,8 @@ import (
 
 	traefikplugins "github.com/traefik/traefik/v3/pkg/plugins"
 	"gopkg.in/yaml.v3"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/graylane/graylane/e2e/harness"
 	"github.com/graylane/graylane/e2e/kube"
@@ -433,6 +436,24 @@ func TestKubernetesValuesUpToDate(t *testing.T) {
 		if len(p.Source) != n {
 			t.Errorf("%s: %d source files, the repository has %d", alias, len(p.Source), n)
 		}
+	}
+
+	// The Pod annotation that rolls the Pods on new plugin code: a valid annotation (the API
+	// server's own check), whose value is the SHA-256 of the inlined sources.
+	var values struct {
+		Deployment struct {
+			PodAnnotations map[string]string `yaml:"podAnnotations"`
+		} `yaml:"deployment"`
+	}
+	if err := yaml.Unmarshal(committed, &values); err != nil {
+		t.Fatal(err)
+	}
+	annotations := values.Deployment.PodAnnotations
+	if errs := apivalidation.ValidateAnnotations(annotations, field.NewPath("metadata", "annotations")); len(errs) > 0 {
+		t.Errorf("deployment.podAnnotations: %v", errs.ToAggregate())
+	}
+	if sum := annotations["graylane/plugin-source-sha256"]; !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(sum) {
+		t.Errorf("deployment.podAnnotations: graylane/plugin-source-sha256 is %q, want the SHA-256 of the plugin source", sum)
 	}
 }
 
