@@ -3,7 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -186,20 +186,10 @@ func waitRouteConditions(t *testing.T, c *kube.Cluster, name string, timeout tim
 	}
 }
 
-// gatewayRouter is the part of Traefik's /api/http/routers answer the test looks at.
-type gatewayRouter struct {
-	Name        string   `json:"name"`
-	Provider    string   `json:"provider"`
-	Status      string   `json:"status"`
-	Service     string   `json:"service"`
-	Middlewares []string `json:"middlewares"`
-	Error       []string `json:"error"`
-}
-
 // waitGatewayRouter waits until Traefik's API lists one enabled router of the
 // kubernetesGateway provider for the HTTPRoute graylane-demo/<route> and returns it. (Its
 // name, httproute-graylane-demo-<route>-gw-…, ends in a hash of the rule.)
-func waitGatewayRouter(t *testing.T, traefik *harness.Traefik, route string, timeout time.Duration) gatewayRouter {
+func waitGatewayRouter(t *testing.T, traefik *harness.Traefik, route string, timeout time.Duration) harness.Router {
 	t.Helper()
 	prefix := "httproute-graylane-demo-" + route + "-gw-"
 	deadline := time.Now().Add(timeout)
@@ -209,7 +199,7 @@ func waitGatewayRouter(t *testing.T, traefik *harness.Traefik, route string, tim
 		if err != nil {
 			last = err.Error()
 		} else {
-			var found []gatewayRouter
+			var found []harness.Router
 			for _, r := range routers {
 				if r.Provider == "kubernetesgateway" && strings.HasPrefix(r.Name, prefix) {
 					found = append(found, r)
@@ -227,21 +217,17 @@ func waitGatewayRouter(t *testing.T, traefik *harness.Traefik, route string, tim
 	}
 }
 
-func listRouters(traefik *harness.Traefik) ([]gatewayRouter, error) {
-	resp, err := harness.Client.Get(traefik.APIURL + "/api/http/routers?per_page=1000")
+// listRouters returns every HTTP router Traefik's API lists.
+func listRouters(traefik *harness.Traefik) ([]harness.Router, error) {
+	r, err := harness.TryDo(http.MethodGet, traefik.APIURL+"/api/http/routers?per_page=1000", nil, nil)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
+	if r.Status != http.StatusOK {
+		return nil, fmt.Errorf("status %d: %s", r.Status, r.Body)
 	}
-	if resp.StatusCode != 200 {
-		return nil, fmt.Errorf("%s: %s", resp.Status, body)
-	}
-	var routers []gatewayRouter
-	if err := json.Unmarshal(body, &routers); err != nil {
+	var routers []harness.Router
+	if err := json.Unmarshal(r.Body, &routers); err != nil {
 		return nil, err
 	}
 	return routers, nil

@@ -390,6 +390,7 @@ func (t *Traefik) WaitLog(tb testing.TB, substr string, timeout time.Duration) {
 // Router is the part of Traefik's /api/http/routers/<name> answer the tests look at.
 type Router struct {
 	Name        string   `json:"name"`
+	Provider    string   `json:"provider"`
 	Status      string   `json:"status"`
 	Service     string   `json:"service"`
 	Middlewares []string `json:"middlewares"`
