@@ -326,6 +326,8 @@ var laneHeaderSeeds = [][5]string{
 	{"", "beta", "", "", "DELETE"},
 	{"canary\x00", "", "", "", "OPTIONS"},
 	{"b\xc3\xa9ta", "", "", "X-Gray-Lane", "GET"},
+	{"\u00a0canary", "", "", "", "GET"}, // only ASCII spaces and tabs are trimmed: an unknown lane
+	{"beta\u0085", "", "", "", "GET"},
 }
 
 // fuzzMethods are the methods FuzzLaneHeader sends; any other string stands for GET.
@@ -333,9 +335,10 @@ var fuzzMethods = map[string]bool{"GET": true, "HEAD": true, "POST": true, "PUT"
 
 // checkLaneHeader sends the request the fuzz input in describes through h (lanes canary and beta,
 // passive health off, so that inputs do not affect each other): a request whose first lane header
-// value, trimmed and lower-cased, names a lane reaches that lane's server, unless it asks for an
-// upgrade to a protocol name that is not printable ASCII (400); any other reaches next. Header
-// values with control characters are left out: Traefik's HTTP server refuses them.
+// value, with ASCII spaces and tabs trimmed and lower-cased, names a lane reaches that lane's
+// server, unless it asks for an upgrade to a protocol name that is not printable ASCII (400); any
+// other reaches next. Header values with control characters are left out: Traefik's HTTP server
+// refuses them.
 func checkLaneHeader(t testing.TB, h http.Handler, in [5]string) {
 	for i := 0; i < 4; i++ {
 		for _, c := range []byte(in[i]) {
@@ -361,7 +364,13 @@ func checkLaneHeader(t testing.TB, h http.Handler, in [5]string) {
 	}
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
-	lane := strings.ToLower(strings.TrimSpace(in[0]))
+	// As dispatch reads it: ASCII spaces and tabs trimmed (not strings.TrimSpace's Unicode
+	// spaces), ASCII lower-cased (a value that strings.ToLower changes in length is no lane).
+	name := strings.Trim(in[0], " \t")
+	lane := strings.ToLower(name)
+	if len(lane) != len(name) {
+		lane = ""
+	}
 	wantStatus, wantBackend := http.StatusOK, "next"
 	if lane == "canary" || lane == "beta" {
 		wantBackend = lane
