@@ -463,7 +463,7 @@ func serveLane(l *lane, rw http.ResponseWriter, req *http.Request) {
 		s = pickServer(l, req)
 	}
 	if s == nil {
-		serveFallback(l, rw, req)
+		serveFallback(l, rw, req, http.StatusBadGateway)
 		return
 	}
 	hdr := req.Header
@@ -486,14 +486,19 @@ func serveLane(l *lane, rw http.ResponseWriter, req *http.Request) {
 }
 
 // retry sends a request that failed on the server first to the lane's next available servers in
-// turn, as long as their proxies ask for a retry, then to the lane's fallback.
+// turn, as long as their proxies ask for a retry, then to the lane's fallback, which answers 504
+// rather than 502 for fallback none when the last server tried timed out.
 func retry(l *lane, first *server, rw http.ResponseWriter, req *http.Request) {
 	out := rw.Header()
 	for s := first; len(out[retryMark]) != 0; {
 		if s = after(l.balancer, s, first); s == nil {
+			status := http.StatusBadGateway
+			if out[retryMark][0] == retryAfterTimeout[0] {
+				status = http.StatusGatewayTimeout
+			}
 			delete(out, retryMark)
 			delete(out, retriedMark)
-			serveFallback(l, rw, req)
+			serveFallback(l, rw, req, status)
 			return
 		}
 		out[retryMark] = pendingMark
@@ -534,8 +539,9 @@ func forwardHost(s *server, rw http.ResponseWriter, req *http.Request) {
 	req.Host = host
 }
 
-// serveFallback hands a request that l's servers cannot take to l's fallback.
-func serveFallback(l *lane, rw http.ResponseWriter, req *http.Request) {
+// serveFallback hands a request that l's servers cannot take to l's fallback; fallback none
+// answers status.
+func serveFallback(l *lane, rw http.ResponseWriter, req *http.Request, status int) {
 	if req.Header["Upgrade"] != nil {
 		req = asReceived(req)
 	}
@@ -547,7 +553,7 @@ func serveFallback(l *lane, rw http.ResponseWriter, req *http.Request) {
 		rw.Header().Set(l.servedByKey, l.servedBy)
 	}
 	if l.fallback == fallbackNone {
-		writeError(rw, http.StatusBadGateway)
+		writeError(rw, status)
 		return
 	}
 	l.next.ServeHTTP(rw, req)

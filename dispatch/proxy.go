@@ -91,11 +91,13 @@ const (
 	retriedMark = "graylane dispatch retried"
 )
 
-// pendingMark is the value of retryMark while a server's proxy runs, retryValue the one with
-// which proxyError asks for a retry.
+// pendingMark is the value of retryMark while a server's proxy runs; retryValue and
+// retryAfterTimeout are the ones with which proxyError asks for a retry, the second when the
+// round trip timed out (so that a lane whose servers all time out answers 504 with fallback none).
 var (
-	pendingMark = []string{}
-	retryValue  = []string{"1"}
+	pendingMark       = []string{}
+	retryValue        = []string{"1"}
+	retryAfterTimeout = []string{"timeout"}
 )
 
 // prepare returns a copy of req for the lane's servers when req needs more than the proxy does:
@@ -318,8 +320,13 @@ func (s *server) proxyError(rw http.ResponseWriter, req *http.Request, err error
 	} else if countsAgainstServer(rw, req, op, refused) {
 		fail(s)
 	}
+	status := errorStatus(err)
 	if !replayable(req, op == "dial" || certificate || refused) {
-		writeError(rw, errorStatus(err))
+		writeError(rw, status)
+		return
+	}
+	if status == http.StatusGatewayTimeout {
+		rw.Header()[retryMark] = retryAfterTimeout
 		return
 	}
 	rw.Header()[retryMark] = retryValue

@@ -132,6 +132,43 @@ func TestRetryOnResponseHeaderTimeout(t *testing.T) {
 	}
 }
 
+func TestFallbackNoneStatusAfterRetries(t *testing.T) {
+	// With fallback none, a GET tried on every server of its lane is answered as the last server
+	// failed: 504 after a timeout, 502 after a refused connection.
+	tests := []struct {
+		name    string
+		servers []string // "slow" (times out) or "closed" (refuses), in the order tried
+		want    int
+	}{
+		{name: "every server timed out", servers: []string{"slow", "slow"}, want: http.StatusGatewayTimeout},
+		{name: "refused, then timed out", servers: []string{"closed", "slow"}, want: http.StatusGatewayTimeout},
+		{name: "timed out, then refused", servers: []string{"slow", "closed"}, want: http.StatusBadGateway},
+		{name: "every server refused", servers: []string{"closed", "closed"}, want: http.StatusBadGateway},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := healthOff()
+			cfg.Timeouts.ResponseHeader = "100ms"
+			cfg.ServedByHeader = "X-Served-By"
+			var urls []string
+			for _, kind := range tt.servers {
+				if kind == "slow" {
+					urls = append(urls, slowBackend(t).URL)
+				} else {
+					urls = append(urls, closedURL(t))
+				}
+			}
+			canary := laneConfig(urls...)
+			canary.Fallback = "none"
+			cfg.Lanes["canary"] = canary
+			rec := send(newHandler(t, cfg), http.MethodGet, "canary", "")
+			if rec.Code != tt.want || rec.Header().Get("X-Served-By") != "canary none" {
+				t.Fatalf("status %d served by %q, want %d served by %q", rec.Code, rec.Header().Get("X-Served-By"), tt.want, "canary none")
+			}
+		})
+	}
+}
+
 func TestNoRetryAfterInterimResponse(t *testing.T) {
 	// The first server passes a 103 Early Hints on to the client, then hangs up: the client has
 	// seen something from it, so the request is not sent to the next server.
