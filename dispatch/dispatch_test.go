@@ -27,6 +27,9 @@ func newBackend(t testing.TB, name string) *httptest.Server {
 		h.Set("X-Seen-For", strings.Join(req.Header.Values("X-Forwarded-For"), "|"))
 		h.Set("X-Seen-Proto", strings.Join(req.Header.Values("X-Forwarded-Proto"), "|"))
 		h.Set("X-Seen-Fwd-Host", strings.Join(req.Header.Values("X-Forwarded-Host"), "|"))
+		if _, ok := req.Header["X-Forwarded-Host"]; !ok {
+			h.Set("X-Seen-Fwd-Host", "(absent)")
+		}
 		body, _ := io.ReadAll(req.Body)
 		h.Set("X-Seen-Body", string(body))
 		_, _ = io.WriteString(rw, name)
@@ -222,6 +225,7 @@ func TestForwarding(t *testing.T) {
 		inPath     string
 		inHeaders  map[string]string
 		tls        bool
+		noHost     bool // an HTTP/1.0 request without a Host header
 		wantHost   string
 		wantPath   string
 		wantFor    string
@@ -243,6 +247,8 @@ func TestForwarding(t *testing.T) {
 			wantHost: "front.example", wantPath: "/api/v1/", wantFor: "192.0.2.1", wantProto: "http", wantFwHost: "front.example"},
 		{name: "escaped path", serverURL: a.URL + "/api", inPath: "/a%2Fb",
 			wantHost: "front.example", wantPath: "/api/a%2Fb", wantFor: "192.0.2.1", wantProto: "http", wantFwHost: "front.example"},
+		{name: "no Host", serverURL: a.URL, noHost: true, inPath: "/",
+			wantHost: aHost, wantPath: "/", wantFor: "192.0.2.1", wantProto: "http", wantFwHost: "(absent)"},
 		{name: "own header", serverURL: a.URL, header: "X-Lane", inPath: "/",
 			wantHost: "front.example", wantPath: "/", wantFor: "192.0.2.1", wantProto: "http", wantFwHost: "front.example"},
 	}
@@ -262,6 +268,9 @@ func TestForwarding(t *testing.T) {
 			}
 			req := httptest.NewRequest(http.MethodGet, target, nil)
 			req.Header.Set(cfg.Header, "canary")
+			if tc.noHost {
+				req.Host = ""
+			}
 			for k, v := range tc.inHeaders {
 				req.Header.Set(k, v)
 			}

@@ -109,7 +109,8 @@ var (
 // server (the server that received the request closes the body once the handler returns).
 // Behind Traefik the headers are never
 // missing: its entry point sets them (and X-Forwarded-Port, -Server, X-Real-Ip) before any
-// middleware runs, so they go on unchanged. The incoming request is left as it was: the copy
+// middleware runs, so they go on unchanged; but for a request without a Host (HTTP/1.0), which
+// gets no X-Forwarded-Host there or here. The incoming request is left as it was: the copy
 // goes to the lane's servers, retries and fallbacks, and a fallback takes the incoming request
 // back for an upgrade (see asReceived).
 func prepare(req *http.Request) *http.Request {
@@ -131,7 +132,7 @@ func prepare(req *http.Request) *http.Request {
 		spellWebSocketKeys(out.Header)
 	}
 	if missing {
-		if len(out.Header["X-Forwarded-Host"]) == 0 {
+		if len(out.Header["X-Forwarded-Host"]) == 0 && req.Host != "" {
 			out.Header.Set("X-Forwarded-Host", req.Host)
 		}
 		if len(out.Header["X-Forwarded-Proto"]) == 0 {
