@@ -463,7 +463,7 @@ func serveLane(l *lane, rw http.ResponseWriter, req *http.Request) {
 		s = pickServer(l, req)
 	}
 	if s == nil {
-		serveFallback(l, rw, req, http.StatusBadGateway)
+		serveFallback(l, rw, req)
 		return
 	}
 	hdr := req.Header
@@ -498,7 +498,7 @@ func retry(l *lane, first *server, rw http.ResponseWriter, req *http.Request) {
 			}
 			delete(out, retryMark)
 			delete(out, retriedMark)
-			serveFallback(l, rw, req, status)
+			fallBackAnswering(l, rw, req, status)
 			return
 		}
 		out[retryMark] = pendingMark
@@ -540,8 +540,15 @@ func forwardHost(s *server, rw http.ResponseWriter, req *http.Request) {
 }
 
 // serveFallback hands a request that l's servers cannot take to l's fallback; fallback none
+// answers 502. (A function of its own rather than a status argument in serveLane's call: under
+// Yaegi, an argument costs serveLane an allocation on every request.)
+func serveFallback(l *lane, rw http.ResponseWriter, req *http.Request) {
+	fallBackAnswering(l, rw, req, http.StatusBadGateway)
+}
+
+// fallBackAnswering hands a request that l's servers cannot take to l's fallback; fallback none
 // answers status.
-func serveFallback(l *lane, rw http.ResponseWriter, req *http.Request, status int) {
+func fallBackAnswering(l *lane, rw http.ResponseWriter, req *http.Request, status int) {
 	if req.Header["Upgrade"] != nil {
 		req = asReceived(req)
 	}
