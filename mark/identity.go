@@ -60,7 +60,7 @@ func lookupIdentity(s *identitySource, req *http.Request) string {
 
 // identityBeyondHeader returns the user ID of req from the cookie, query or JWT claim source.
 // Each is read in a function of its own, so that (under Yaegi) a request pays only for the
-// sources configured; each returns "" for a value that is empty or longer than maxIDLen.
+// sources configured; each returns "" for a value that is empty, blank or longer than maxIDLen.
 func identityBeyondHeader(s *identitySource, req *http.Request) string {
 	if s.cookie != "" {
 		if v := cookieID(s, req); v != "" {
@@ -81,25 +81,30 @@ func identityBeyondHeader(s *identitySource, req *http.Request) string {
 // cookieID returns the user ID of req from the cookie source, or "".
 func cookieID(s *identitySource, req *http.Request) string {
 	v, _ := cookieValue(req, s.cookie)
-	if len(v) > maxIDLen {
-		return ""
-	}
-	return v
+	return usableID(v)
 }
 
 // queryID returns the user ID of req from the query source, or "".
 func queryID(s *identitySource, req *http.Request) string {
 	v, _ := queryValue(req.URL.RawQuery, s.query)
-	if len(v) > maxIDLen {
-		return ""
-	}
-	return v
+	return usableID(v)
 }
 
 // jwtID returns the user ID of req from the JWT claim source, or "".
 func jwtID(s *identitySource, req *http.Request) string {
 	v, err := jwtClaim(headerValue(req.Header, "Authorization"), s.jwtClaim)
-	if err != nil || len(v) > maxIDLen {
+	if err != nil {
+		return ""
+	}
+	return usableID(v)
+}
+
+// usableID returns v without the spaces, tabs, carriage returns and line feeds around it, which
+// Go's server trims from header values but not from cookies, query parameters and claims; ""
+// when that leaves nothing or more than maxIDLen bytes.
+func usableID(v string) string {
+	v = strings.Trim(v, " \t\r\n")
+	if len(v) > maxIDLen {
 		return ""
 	}
 	return v

@@ -30,6 +30,11 @@ func TestIdentityOrder(t *testing.T) {
 		{name: "jwt", req: request{headers: []string{"Authorization", bearer(`{"sub":"j"}`)}}, want: "j"},
 		{name: "oversized header falls through", req: request{headers: []string{"X-User-Id", long, "Cookie", "uid=c"}}, want: "c"},
 		{name: "256 bytes is fine", req: request{headers: []string{"X-User-Id", long[1:]}}, want: long[1:]},
+		{name: "blank cookie falls through", req: request{target: "/?uid=q", headers: []string{"Cookie", `uid=" "`}}, want: "q"},
+		{name: "blank query falls through", req: request{target: "/?uid=%20%09", headers: []string{"Authorization", bearer(`{"sub":"j"}`)}}, want: "j"},
+		{name: "blank claim is none", req: request{headers: []string{"Authorization", bearer(`{"sub":" \r\n"}`)}}, want: ""},
+		{name: "spaces around a query ID are trimmed", req: request{target: "/?uid=%20q%09"}, want: "q"},
+		{name: "spaces around a cookie ID are trimmed", req: request{headers: []string{"Cookie", `uid=" c"`}}, want: "c"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -178,8 +183,11 @@ var cookieSeeds = []string{"uid=1", `uid="1"`, "a=b; uid=2", "uid=; uid=3", `uid
 func checkCookie(t testing.TB, header string) {
 	req := request{target: "/?uid=fallback", headers: []string{"Cookie", header}}.build()
 	want := "fallback"
-	if c, err := req.Cookie("uid"); err == nil && c.Value != "" && len(c.Value) <= 256 {
-		want = c.Value
+	if c, err := req.Cookie("uid"); err == nil {
+		// Blanks around a user ID are trimmed; an ID left empty or over 256 bytes is none.
+		if v := strings.Trim(c.Value, " \t\r\n"); v != "" && len(v) <= 256 {
+			want = v
+		}
 	}
 	if strings.TrimSpace(want) != want {
 		return // New refuses a user ID with spaces around it
