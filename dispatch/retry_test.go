@@ -361,6 +361,70 @@ func TestPassiveHealth(t *testing.T) {
 	}
 }
 
+func TestPassiveHealthCountedStatuses(t *testing.T) {
+	// 502, 503 and 504 answers count against the server; other answers, errors included, do not.
+	tests := []struct {
+		status int
+		counts bool
+	}{
+		{http.StatusBadGateway, true},
+		{http.StatusServiceUnavailable, true},
+		{http.StatusGatewayTimeout, true},
+		{http.StatusInternalServerError, false},
+		{http.StatusNotImplemented, false},
+		{http.StatusTooManyRequests, false},
+		{http.StatusNotFound, false},
+	}
+	for _, tt := range tests {
+		t.Run(strconv.Itoa(tt.status), func(t *testing.T) {
+			bad := statusBackend(t, "bad", tt.status)
+			good := newBackend(t, "good")
+			cfg := dispatch.CreateConfig()
+			cfg.Health = dispatch.Health{MaxFails: intp(1), Window: "5s", Cooldown: "10s"}
+			cfg.Lanes["canary"] = laneConfig(bad.URL, good.URL)
+			h := newHandler(t, cfg)
+			want := "bad good bad good"
+			if tt.counts {
+				want = "bad good good good"
+			}
+			if got := backendsOf(h, 4); got != want {
+				t.Fatalf("servers %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+func TestClientGoneAway(t *testing.T) {
+	// A client that goes away before the response is answered 499 (as Traefik logs it), is not
+	// retried, and does not count against the server: with maxFails 1, the server stays up.
+	slow := slowBackend(t)
+	good := newBackend(t, "good")
+	cfg := dispatch.CreateConfig()
+	cfg.Health = dispatch.Health{MaxFails: intp(1), Window: "5s", Cooldown: "10s"}
+	cfg.Lanes["canary"] = laneConfig(slow.URL, good.URL)
+	h := newHandler(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	req := httptest.NewRequest(http.MethodGet, "http://front.example/", nil).WithContext(ctx)
+	req.Header.Set("X-Gray-Lane", "canary")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 499 || rec.Header().Get("X-Backend") != "" || rec.Body.Len() != 0 {
+		t.Fatalf("status %d from %q with body %q, want 499 from nobody, without a body", rec.Code, rec.Header().Get("X-Backend"), rec.Body.String())
+	}
+	// The round robin goes on with good; then the slow server is tried again (not down).
+	if got := backendsOf(h, 1); got != "good" {
+		t.Fatalf("next request to %q", got)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel2()
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, req.WithContext(ctx2))
+	if rec.Code != 499 {
+		t.Fatalf("the slow server was skipped after a client went away: status %d from %q", rec.Code, rec.Header().Get("X-Backend"))
+	}
+}
+
 // TestPassiveHealthSharedByEverySpelling checks that a server's failures count for every
 // middleware that sends to it, however its URL is written.
 func TestPassiveHealthSharedByEverySpelling(t *testing.T) {
