@@ -199,8 +199,21 @@ func testLanes(t *testing.T, tr *harness.Traefik) {
 			if got := r.RequestHeader("X-Gray-Lane"); got != c.lane {
 				t.Errorf("backend saw X-Gray-Lane %q, want %q", got, c.lane)
 			}
-			if c.backend != "stable" && r.RequestHeader("X-Forwarded-For") == "" {
-				t.Errorf("lane request without X-Forwarded-For: %v", r.JSON["headers"])
+			// Lane servers (dispatch's proxy) get the forwarded headers the router's service
+			// (Traefik's proxy) gets.
+			for name, want := range map[string]string{
+				"X-Forwarded-For":   "127.0.0.1",
+				"X-Real-Ip":         "127.0.0.1",
+				"X-Forwarded-Proto": "http",
+				"X-Forwarded-Host":  c.host,
+				"X-Forwarded-Port":  "80", // Traefik takes it from the Host header, which has no port
+			} {
+				if got := r.RequestHeader(name); got != want {
+					t.Errorf("backend %s saw %s %q, want %q", r.Backend(), name, got, want)
+				}
+			}
+			if r.RequestHeader("X-Forwarded-Server") == "" {
+				t.Errorf("backend %s saw no X-Forwarded-Server: %v", r.Backend(), r.JSON["headers"])
 			}
 		})
 	}
