@@ -140,7 +140,7 @@ func TestReadmeRecipes(t *testing.T) {
 	for _, name := range []string{"stable", "canary", "beta"} {
 		backends[name] = harness.StartBackend(t, name)
 	}
-	recipes := []string{"testers", "versions", "ramp", "keyword", "office", "example", "catalog"}
+	recipes := []string{"testers", "versions", "ramp", "exclude", "keyword", "office", "example", "catalog"}
 	plugins := harness.DefaultLocalPlugins()
 	plugins["graylane"] = "github.com/graylane/graylane" // the catalog plugin, loaded locally
 	traefik := harness.StartTraefik(t, harness.TraefikOptions{
@@ -165,6 +165,9 @@ func TestReadmeRecipes(t *testing.T) {
 		{"versions", "/", map[string]string{"X-App-Version": "2.3.0-rc.1"}, "stable"},
 		{"versions", "/", map[string]string{"X-App-Version": "not-a-version"}, "stable"},
 		{"versions", "/", nil, "stable"},
+		{"exclude", "/", map[string]string{"X-User-Id": "globex-admin"}, "stable"},
+		{"exclude", "/", map[string]string{"X-User-Id": "acme-admin"}, "stable"},
+		{"exclude", "/", map[string]string{"X-User-Id": "3001"}, "canary"},
 		{"keyword", "/shop/beta/cart", nil, "beta"},
 		{"keyword", "/preview", nil, "beta"},
 		{"keyword", "/shop", nil, "stable"},
@@ -178,6 +181,11 @@ func TestReadmeRecipes(t *testing.T) {
 		{"catalog", "/", map[string]string{"X-User-Id": "1002"}, "canary"},
 		{"catalog", "/", map[string]string{"X-User-Id": "7", "X-Gray-Lane": "canary"}, "stable"},
 	})
+
+	// The exclusion above is shown by a user whose bucket is in the 20 % (3001 is too).
+	if bucket("canary-20", "globex-admin") >= 2000 || bucket("canary-20", "3001") >= 2000 {
+		t.Errorf("exclude: the test users are not in the 20 %% buckets: globex-admin %d, 3001 %d", bucket("canary-20", "globex-admin"), bucket("canary-20", "3001"))
+	}
 
 	// The ramp stands at its second step (20 %) until 2099: each user is where the formula says.
 	inCanary := 0
