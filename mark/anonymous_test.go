@@ -166,6 +166,11 @@ func TestStickyCookieAttributes(t *testing.T) {
 			want: "; Path=/"},
 		{name: "none", cookie: mark.StickyCookie{MaxAge: "90m", SameSite: "None"},
 			want: "; Path=/; Max-Age=5400; HttpOnly; Secure; SameSite=None"},
+		{name: "defaults", want: "; Path=/; Max-Age=2592000; HttpOnly; Secure; SameSite=Lax"},
+		{name: "secure alone", cookie: mark.StickyCookie{HTTPOnly: boolPtr(false)},
+			want: "; Path=/; Max-Age=2592000; Secure; SameSite=Lax"},
+		{name: "httpOnly alone", cookie: mark.StickyCookie{Secure: boolPtr(false), SameSite: "LAX"},
+			want: "; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -48,6 +48,34 @@ func TestBucketVectors(t *testing.T) {
 	}
 }
 
+// TestBucketVectorsBesideOtherConditions checks the threshold of a percentage that is checked
+// with other conditions (the index checks a rule whose only condition is a fixed percentage on
+// a path of its own): a ramp, and a percentage beside a sourceIPs condition.
+func TestBucketVectorsBesideOtherConditions(t *testing.T) {
+	everyone := []string{"0.0.0.0/0", "::/0"}
+	for _, v := range bucketVectors {
+		for _, shape := range []string{"ramp", "sourceIPs"} {
+			for _, tt := range []struct {
+				buckets int
+				want    string
+			}{{v.bucket + 1, "canary"}, {v.bucket, "-"}} {
+				percent := float64(tt.buckets) / 100
+				r := mark.Rule{Name: "p", Lane: "canary", Salt: v.salt}
+				if shape == "ramp" {
+					r.Ramp = []mark.RampStep{{At: past, Percent: percent}}
+				} else {
+					r.Percent, r.SourceIPs = &percent, everyone
+				}
+				cfg := config(r)
+				cfg.Identity.Header = "X-User-Id"
+				if got := laneOf(newMark(t, cfg), request{headers: []string{"X-User-Id", v.key}}); got != tt.want {
+					t.Errorf("%s, salt %q key %q, first %d buckets: lane %q, want %q", shape, v.salt, v.key, tt.buckets, got, tt.want)
+				}
+			}
+		}
+	}
+}
+
 func TestSaltDefaultsToRuleName(t *testing.T) {
 	// Bucket of "1002" under salt "ten-percent" is 2497: in at 24.98 %, out at 24.97 %.
 	for _, tt := range []struct {

@@ -16,6 +16,7 @@ func TestIncoming(t *testing.T) {
 		name     string
 		incoming string
 		trusted  []string
+		depth    int // ipStrategy.depth
 		req      request
 		want     string
 	}{
@@ -51,12 +52,18 @@ func TestIncoming(t *testing.T) {
 			req: request{remote: "@unix", headers: []string{"X-Gray-Lane", "blue"}}, want: "-"},
 		{name: "X-Forwarded-For is not the peer", incoming: "trustedIPs", trusted: []string{"10.0.0.0/8"},
 			req: request{remote: "192.0.2.9:5555", headers: []string{"X-Forwarded-For", "10.0.0.1", "X-Gray-Lane", "blue"}}, want: "-"},
+		// trustedIPs always checks the direct peer, whatever ipStrategy makes the client IP.
+		{name: "ipStrategy's client IP is not the peer, untrusted", incoming: "trustedIPs", trusted: []string{"10.0.0.0/8"}, depth: 1,
+			req: request{remote: "192.0.2.9:5555", headers: []string{"X-Forwarded-For", "10.0.0.1", "X-Gray-Lane", "blue"}}, want: "-"},
+		{name: "ipStrategy's client IP is not the peer, trusted", incoming: "trustedIPs", trusted: []string{"10.0.0.0/8"}, depth: 1,
+			req: request{remote: "10.1.2.3:5555", headers: []string{"X-Forwarded-For", "192.0.2.9", "X-Gray-Lane", "blue"}}, want: "blue"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := config(mark.Rule{Name: "beta", Lane: "canary", Path: mark.PathMatch{Prefix: "/beta"}})
 			cfg.Incoming = tt.incoming
 			cfg.TrustedIPs = tt.trusted
+			cfg.IPStrategy.Depth = tt.depth
 			if got := laneOf(newMark(t, cfg), tt.req); got != tt.want {
 				t.Errorf("lane %q, want %q", got, tt.want)
 			}

@@ -31,6 +31,7 @@ func TestTimeWindowAndRamp(t *testing.T) {
 		{name: "ramp before its first step is 0 %", rule: mark.Rule{Ramp: []mark.RampStep{{At: future, Percent: 100}}}, want: false},
 		{name: "ramp at its last step", rule: mark.Rule{Ramp: []mark.RampStep{{At: past, Percent: 0}, {At: past2, Percent: 100}}}, want: true},
 		{name: "ramp between steps", rule: mark.Rule{Ramp: []mark.RampStep{{At: past, Percent: 100}, {At: future, Percent: 0}}}, want: true},
+		{name: "ramp falls at its last step", rule: mark.Rule{Ramp: []mark.RampStep{{At: past, Percent: 100}, {At: past2, Percent: 0}}}, want: false},
 		{name: "ramp between steps, 0 %", rule: mark.Rule{Ramp: []mark.RampStep{{At: past, Percent: 0}, {At: future, Percent: 100}}}, want: false},
 		{name: "ramp replaces percent", rule: mark.Rule{Percent: float(100), Ramp: []mark.RampStep{{At: past, Percent: 0}}}, want: false},
 		{name: "ramp replaces percent, up", rule: mark.Rule{Percent: float(0), Ramp: []mark.RampStep{{At: past, Percent: 100}}}, want: true},
