@@ -224,6 +224,7 @@ func TestForwarding(t *testing.T) {
 		header     string // lane header name
 		inPath     string
 		inHeaders  map[string]string
+		inHost     string // the request's Host when not the URL's host ("" = front.example)
 		tls        bool
 		noHost     bool // an HTTP/1.0 request without a Host header
 		wantHost   string
@@ -251,6 +252,19 @@ func TestForwarding(t *testing.T) {
 			wantHost: aHost, wantPath: "/", wantFor: "192.0.2.1", wantProto: "http", wantFwHost: "(absent)"},
 		{name: "own header", serverURL: a.URL, header: "X-Lane", inPath: "/",
 			wantHost: "front.example", wantPath: "/", wantFor: "192.0.2.1", wantProto: "http", wantFwHost: "front.example"},
+		// A server's request has no host in its URL: X-Forwarded-Host is the Host header.
+		{name: "host header", serverURL: a.URL, inPath: "/", inHost: "client.example",
+			wantHost: "client.example", wantPath: "/", wantFor: "192.0.2.1", wantProto: "http", wantFwHost: "client.example"},
+		// Each of X-Forwarded-Proto and -Host is set when it alone is missing.
+		{name: "proto set, host missing", serverURL: a.URL, inPath: "/", inHeaders: map[string]string{"X-Forwarded-Proto": "https"},
+			wantHost: "front.example", wantPath: "/", wantFor: "192.0.2.1", wantProto: "https", wantFwHost: "front.example"},
+		{name: "host set, proto missing", serverURL: a.URL, inPath: "/", inHeaders: map[string]string{"X-Forwarded-Host": "public.example"},
+			wantHost: "front.example", wantPath: "/", wantFor: "192.0.2.1", wantProto: "http", wantFwHost: "public.example"},
+		// A WebSocket upgrade (the server here answers 200, not 101) is ws or wss, as Traefik sets it.
+		{name: "websocket", serverURL: a.URL, inPath: "/", inHeaders: map[string]string{"Connection": "Upgrade", "Upgrade": "websocket"},
+			wantHost: "front.example", wantPath: "/", wantFor: "192.0.2.1", wantProto: "ws", wantFwHost: "front.example"},
+		{name: "websocket over tls", serverURL: a.URL, tls: true, inPath: "/", inHeaders: map[string]string{"Connection": "Upgrade", "Upgrade": "websocket"},
+			wantHost: "front.example", wantPath: "/", wantFor: "192.0.2.1", wantProto: "wss", wantFwHost: "front.example"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -267,6 +281,9 @@ func TestForwarding(t *testing.T) {
 				target = "https://front.example" + tc.inPath + "?q=1"
 			}
 			req := httptest.NewRequest(http.MethodGet, target, nil)
+			if tc.inHost != "" {
+				req.Host, req.URL.Host = tc.inHost, ""
+			}
 			req.Header.Set(cfg.Header, "canary")
 			if tc.noHost {
 				req.Host = ""

@@ -305,6 +305,14 @@ func TestFallbackWhenDrained(t *testing.T) {
 	if rec := send(newHandler(t, cfg), http.MethodPost, "canary", "payload"); rec.Header().Get("X-Backend") != "next" {
 		t.Fatalf("served by %q, want next", rec.Header().Get("X-Backend"))
 	}
+	// A retry skips a drained server too: the request goes to the fallback.
+	retried := healthOff()
+	retried.Lanes["canary"] = dispatch.Lane{Servers: []dispatch.Server{{URL: closedURL(t)}, {URL: a.URL, Weight: intp(0)}}}
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		if rec := send(newHandler(t, retried), method, "canary", ""); rec.Header().Get("X-Backend") != "next" {
+			t.Fatalf("%s retried: served by %q, want next", method, rec.Header().Get("X-Backend"))
+		}
+	}
 }
 
 func TestBodyIsRetriedOnlyWhenNeverSent(t *testing.T) {
@@ -480,6 +488,66 @@ func TestPassiveHealthSlidingWindow(t *testing.T) {
 				t.Fatalf("last request: status %d, want %d", rec.Code, want)
 			}
 		})
+	}
+}
+
+// TestPassiveHealthCooldownNotExtended checks that a failure of a request that was sent before
+// its server went down does not extend the server's cooldown.
+func TestPassiveHealthCooldownNotExtended(t *testing.T) {
+	release := make(chan struct{})
+	var requests int32
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("X-Backend", "flaky")
+		switch atomic.AddInt32(&requests, 1) {
+		case 1:
+			<-release // in flight while the server goes down, then fails
+			rw.WriteHeader(http.StatusServiceUnavailable)
+		case 2:
+			rw.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	closeAndHold(t, srv)
+	cfg := dispatch.CreateConfig()
+	cfg.Health = dispatch.Health{MaxFails: intp(1), Window: "5s", Cooldown: "1s"}
+	cfg.Lanes["canary"] = laneConfig(srv.URL)
+	h := newHandler(t, cfg)
+	inFlight := make(chan int)
+	go func() { inFlight <- send(h, http.MethodGet, "canary", "").Code }()
+	for atomic.LoadInt32(&requests) == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if rec := send(h, http.MethodGet, "canary", ""); rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("second request: status %d, want 503 from the server", rec.Code)
+	}
+	// Down for 1 s from before start. The request in flight fails 600 ms after start: it must
+	// not push the end of the cooldown to 1.6 s.
+	start := time.Now()
+	time.Sleep(600*time.Millisecond - time.Since(start))
+	close(release)
+	if code := <-inFlight; code != http.StatusServiceUnavailable {
+		t.Fatalf("request in flight: status %d, want 503", code)
+	}
+	time.Sleep(1300*time.Millisecond - time.Since(start))
+	if rec := send(h, http.MethodGet, "canary", ""); rec.Header().Get("X-Backend") != "flaky" || rec.Code != http.StatusOK {
+		t.Fatalf("after the cooldown: status %d from %q, want 200 from flaky", rec.Code, rec.Header().Get("X-Backend"))
+	}
+}
+
+// TestPassiveHealthOff checks that a middleware with maxFails 0 counts no failure: another
+// middleware that sends to the same server, with passive health on, still sends to it.
+func TestPassiveHealthOff(t *testing.T) {
+	bad := statusBackend(t, "bad", http.StatusServiceUnavailable)
+	good := newBackend(t, "good")
+	off := healthOff()
+	off.Lanes["canary"] = laneConfig(bad.URL)
+	if got := backendsOf(newHandler(t, off), 3); got != "bad bad bad" {
+		t.Fatalf("maxFails 0: %q, want bad bad bad", got)
+	}
+	on := dispatch.CreateConfig()
+	on.Health = dispatch.Health{MaxFails: intp(1), Window: "5s", Cooldown: "10s"}
+	on.Lanes["canary"] = laneConfig(bad.URL, good.URL)
+	if got := backendsOf(newHandler(t, on), 1); got != "bad" {
+		t.Fatalf("another middleware after maxFails 0 failures: %q, want bad", got)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/graylane/graylane/dispatch"
@@ -115,6 +116,38 @@ func TestStickyServerDown(t *testing.T) {
 	// The server is down (maxFails 1): its cookie now leads to b at once.
 	if got, set := sendCookie(t, h, cookies["gone"]); got != "b" || set != cookies["b"] {
 		t.Fatalf("server down: answered by %s with cookie %q, want b and %q", got, set, cookies["b"])
+	}
+}
+
+// TestStickyServerDownByStatus checks that a client whose cookie names a server that is down
+// (by its 503 answers, while it still accepts connections) goes to another server.
+func TestStickyServerDownByStatus(t *testing.T) {
+	var requests int32
+	sick := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		rw.Header().Set("X-Backend", "sick")
+		if atomic.AddInt32(&requests, 1) > 1 {
+			rw.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	closeAndHold(t, sick)
+	b := newBackend(t, "b")
+	cfg := dispatch.CreateConfig()
+	cfg.Health = dispatch.Health{MaxFails: intp(1), Window: "10s", Cooldown: "10s"}
+	cfg.Lanes["canary"] = stickyLane(sick.URL, b.URL)
+	h := newHandler(t, cfg)
+	got, cookie := sendCookie(t, h, "")
+	if got != "sick" || cookie == "" {
+		t.Fatalf("first request: answered by %s with cookie %q, want sick and its cookie", got, cookie)
+	}
+	for i, want := range []string{"sick 503", "b 200", "b 200"} {
+		req := httptest.NewRequest(http.MethodGet, "http://front.example/", nil)
+		req.Header.Set("X-Gray-Lane", "canary")
+		req.Header.Set("Cookie", cookie)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if got := rec.Header().Get("X-Backend") + " " + strconv.Itoa(rec.Code); got != want {
+			t.Fatalf("request %d with sick's cookie: %s, want %s", i, got, want)
+		}
 	}
 }
 

@@ -63,13 +63,22 @@ func TestTransportsAreShared(t *testing.T) {
 		t.Fatalf("100 instances opened %d connections to the server, want 1", shared)
 	}
 
-	// Other timeouts make another transport.
-	cfg := healthOff()
-	cfg.Timeouts.Dial = "1s"
-	cfg.Lanes["canary"] = laneConfig(srv.URL)
-	serve(newHandler(t, cfg), "canary")
-	if n := conns.count(); n != shared+1 {
-		t.Fatalf("%d connections, want %d", n, shared+1)
+	// Other timeouts make another transport, each of them.
+	for i, timeout := range []string{"dial", "responseHeader", "idle"} {
+		cfg := healthOff()
+		switch timeout {
+		case "dial":
+			cfg.Timeouts.Dial = "1s"
+		case "responseHeader":
+			cfg.Timeouts.ResponseHeader = "59s"
+		default:
+			cfg.Timeouts.Idle = "89s"
+		}
+		cfg.Lanes["canary"] = laneConfig(srv.URL)
+		serve(newHandler(t, cfg), "canary")
+		if n := conns.count(); n != shared+1+i {
+			t.Fatalf("another %s timeout: %d connections, want %d", timeout, n, shared+1+i)
+		}
 	}
 }
 
