@@ -347,13 +347,20 @@ func TestBodyIsRetriedOnlyWhenNeverSent(t *testing.T) {
 	}
 }
 
-func TestPassiveHealth(t *testing.T) {
-	bad := statusBackend(t, "bad", http.StatusServiceUnavailable)
+// badThenGood returns a dispatch middleware with the given passive health whose canary lane has
+// two servers: "bad", answering status, then "good".
+func badThenGood(t *testing.T, status int, health dispatch.Health) http.Handler {
+	t.Helper()
+	bad := statusBackend(t, "bad", status)
 	good := newBackend(t, "good")
 	cfg := dispatch.CreateConfig()
-	cfg.Health = dispatch.Health{MaxFails: intp(2), Window: "5s", Cooldown: "2s"}
+	cfg.Health = health
 	cfg.Lanes["canary"] = laneConfig(bad.URL, good.URL)
-	h := newHandler(t, cfg)
+	return newHandler(t, cfg)
+}
+
+func TestPassiveHealth(t *testing.T) {
+	h := badThenGood(t, http.StatusServiceUnavailable, dispatch.Health{MaxFails: intp(2), Window: "5s", Cooldown: "2s"})
 
 	// bad, good, bad: the 503s go back to the client as they are; bad is now down.
 	got := backendsOf(h, 3)
@@ -370,7 +377,7 @@ func TestPassiveHealth(t *testing.T) {
 }
 
 func TestPassiveHealthCountedStatuses(t *testing.T) {
-	// 502, 503 and 504 answers count against the server; other answers, errors included, do not.
+	// 502, 503 and 504 answers count against the server; other statuses, 500 included, do not.
 	tests := []struct {
 		status int
 		counts bool
@@ -385,12 +392,7 @@ func TestPassiveHealthCountedStatuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strconv.Itoa(tt.status), func(t *testing.T) {
-			bad := statusBackend(t, "bad", tt.status)
-			good := newBackend(t, "good")
-			cfg := dispatch.CreateConfig()
-			cfg.Health = dispatch.Health{MaxFails: intp(1), Window: "5s", Cooldown: "10s"}
-			cfg.Lanes["canary"] = laneConfig(bad.URL, good.URL)
-			h := newHandler(t, cfg)
+			h := badThenGood(t, tt.status, dispatch.Health{MaxFails: intp(1), Window: "5s", Cooldown: "10s"})
 			want := "bad good bad good"
 			if tt.counts {
 				want = "bad good good good"
