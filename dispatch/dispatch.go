@@ -348,7 +348,7 @@ func serverKey(u *url.URL) string {
 
 // serverAddress returns the scheme, host and port of u as one text, the host lower-cased (an
 // IPv6 zone, a network interface's name, keeps its case) and the port written out (80 for http,
-// 443 for https): the same for every spelling of one address.
+// 443 for https, without leading zeros): the same for every spelling of one address.
 func serverAddress(u *url.URL) string {
 	port := u.Port()
 	if port == "" {
@@ -356,6 +356,8 @@ func serverAddress(u *url.URL) string {
 		if u.Scheme == "https" {
 			port = "443"
 		}
+	} else if n, err := strconv.Atoi(port); err == nil {
+		port = strconv.Itoa(n) // without leading zeros: 080 is 80
 	}
 	host, zone, _ := strings.Cut(u.Hostname(), "%")
 	host = strings.ToLower(host)

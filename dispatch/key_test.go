@@ -19,6 +19,8 @@ func TestServerKey(t *testing.T) {
 		{"http://[FE80::1]", "http://[fe80::1]:80"},
 		{"http://[FE80::1%25Eth0]:8080", "http://[fe80::1%Eth0]:8080"},
 		{"http://10.0.0.5:8080", "http://10.0.0.5:8080"},
+		{"http://canary:0080/", "http://canary:80"},
+		{"https://h:00443/Api", "https://h:443/Api"},
 	}
 	for _, tt := range tests {
 		u, err := parseServerURL(tt.url)
