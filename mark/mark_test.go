@@ -234,6 +234,25 @@ func TestNewRejects(t *testing.T) {
 	}
 }
 
+// TestNewRejectsOnOneLine checks errors that quote a value holding control characters: the
+// whole error is one line (FuzzNewConfig found a regex whose error carried a raw control
+// character from the regexp package's message).
+func TestNewRejectsOnOneLine(t *testing.T) {
+	tests := []struct{ regex, want string }{
+		{"(\x11", `rules[0].path.regex: "(\x11": error parsing regexp: missing closing ): "(\x11"`},
+		{"a\n(", `rules[0].path.regex: "a\n(": error parsing regexp: missing closing ): "a\n("`},
+		{"(`\n", `rules[0].path.regex: "(` + "`" + `\n": error parsing regexp: missing closing ): "(` + "`" + `\n"`},
+		{"(a", "rules[0].path.regex: \"(a\": error parsing regexp: missing closing ): `(a`"},
+	}
+	for _, tt := range tests {
+		cfg := mark.Config{Rules: []mark.Rule{{Name: "x", Lane: "canary", Path: mark.PathMatch{Regex: tt.regex}}}}
+		_, err := mark.New(context.Background(), http.HandlerFunc(backend), &cfg, "test")
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("regex %q: error %q, want %q", tt.regex, err, tt.want)
+		}
+	}
+}
+
 // fuzzRequestConfig is the configuration of FuzzRequest: a rule for each kind of condition,
 // every identity and version source, the anonymous key from the client IP (deterministic).
 func fuzzRequestConfig() *mark.Config {

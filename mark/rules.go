@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -257,7 +258,7 @@ func newPathMatch(cfg PathMatch) (pathMatch, error) {
 		set = append(set, fmt.Sprintf("regex %q", cfg.Regex))
 		re, err := regexp.Compile(cfg.Regex)
 		if err != nil {
-			return m, fmt.Errorf(".regex: %q: %w", cfg.Regex, err)
+			return m, fmt.Errorf(".regex: %q: %s", cfg.Regex, oneLine(err.Error()))
 		}
 		m = pathMatch{kind: pathRegex, re: re}
 	}
@@ -424,6 +425,19 @@ func containsString(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// oneLine returns msg, an error message of a package that quotes the value at fault between
+// backquotes as it is (regexp: "missing closing ): `a\n(`"), with that value quoted as Go does when
+// msg holds a control character, so that an error of New stays on one line in Traefik's log.
+func oneLine(msg string) string {
+	if strings.IndexFunc(msg, isControl) < 0 {
+		return msg
+	}
+	if i := strings.IndexByte(msg, '`'); i >= 0 && i < len(msg)-1 && msg[len(msg)-1] == '`' {
+		return msg[:i] + strconv.Quote(msg[i+1:len(msg)-1])
+	}
+	return strconv.Quote(msg)
 }
 
 // isControl reports whether c is an ASCII control character, which a header value cannot hold.
