@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -256,7 +257,8 @@ func checkDispatchErrorText(t testing.TB, msg string, cfg *dispatch.Config, inpu
 		}
 	}
 	for name := range cfg.Lanes {
-		if strings.HasPrefix(msg, "lanes."+name+".") || strings.HasPrefix(msg, "lanes."+name+": ") {
+		if strings.HasPrefix(msg, "lanes."+name+".") || strings.HasPrefix(msg, "lanes."+name+": ") ||
+			strings.HasPrefix(msg, "lanes: "+strconv.Quote(name)+": ") {
 			return
 		}
 	}

@@ -104,7 +104,7 @@ func validateLanes(lanes map[string]Lane) error {
 		name := names[i]
 		lower := strings.ToLower(name)
 		if !isLaneName(lower) {
-			return fmt.Errorf("lanes.%s: %q: bad lane name, want [a-z0-9][a-z0-9._-]{0,62}", name, name)
+			return fmt.Errorf("%s: %q: bad lane name, want [a-z0-9][a-z0-9._-]{0,62}", badLanePath(name), name)
 		}
 		if lower == fallbackNext || lower == fallbackNone {
 			return fmt.Errorf("lanes.%s: %q: reserved, it is a fallback keyword", name, name)
@@ -132,6 +132,18 @@ func validateLanes(lanes map[string]Lane) error {
 		}
 	}
 	return nil
+}
+
+// badLanePath returns the field path of the lane called name, which is not a lane name, for its
+// error: lanes.<name>, or lanes alone when name holds a control character, which would break the
+// error's line in Traefik's log (the error quotes the name after the path).
+func badLanePath(name string) string {
+	for i := 0; i < len(name); i++ {
+		if name[i] < ' ' || name[i] == 0x7f {
+			return "lanes"
+		}
+	}
+	return "lanes." + name
 }
 
 // fallbackCycle follows the fallbacks from start and returns "a -> b -> a" when they lead back
