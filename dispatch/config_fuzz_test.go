@@ -59,7 +59,7 @@ type cfgFuzzDispatch struct {
 	dial, responseHeader, idle           string
 	maxFails                             int
 	window, cooldown                     string
-	rootCA, serverName                   string // rootCA: PEM text, {tlsca}, or a file's content; "" for none
+	rootCA, serverName                   string // rootCA: PEM text, {tlsca}, missing:<file name>, or a file's content; "" for none
 	flags                                int
 	lanes                                int // number of lanes, taken modulo 3
 	l0, l1                               cfgFuzzLane
@@ -108,6 +108,7 @@ var cfgFuzzDispatchSeeds = []cfgFuzzDispatch{
 	{lanes: 1, l0: cfgFuzzLane{name: "canary", url0: "http://h:99999", stickySameSite: "none", stickyMaxAge: -1,
 		stickyPath: "x;y", stickyDomain: "bad domain", flags: cfgFuzzSticky | cfgFuzzPathSet}},
 	{dial: "5 s", window: "0s", maxFails: 3, flags: cfgFuzzMaxFailsSet, flush: "-2", unknownLane: "drop"},
+	{rootCA: "missing:ca.pem", lanes: 1, l0: cfgFuzzLane{name: "secure", url0: "https://{tls}"}},
 	{rootCA: "not a certificate", header: "Host", servedBy: "bad header", maxFails: 101, flags: cfgFuzzMaxFailsSet},
 }
 
@@ -217,6 +218,9 @@ func (in cfgFuzzDispatch) toConfig(t testing.TB, a *cfgFuzzAddrs) *dispatch.Conf
 		cfg.TLS.RootCAs = []string{a.caPEM}
 	case strings.Contains(in.rootCA, "-----BEGIN"):
 		cfg.TLS.RootCAs = []string{in.rootCA}
+	case strings.HasPrefix(in.rootCA, "missing:"): // a file name in a directory that does not exist
+		name := strings.ReplaceAll(strings.TrimPrefix(in.rootCA, "missing:"), "/", "_")
+		cfg.TLS.RootCAs = []string{filepath.Join(a.dir, "missing", name)}
 	default: // a file path, never one the fuzzer names: it could be /dev/zero
 		path := filepath.Join(a.dir, "ca.pem")
 		if err := os.WriteFile(path, []byte(in.rootCA), 0o600); err != nil {

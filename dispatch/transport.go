@@ -85,9 +85,19 @@ func readPEM(entry string) ([]byte, error) {
 	}
 	data, err := os.ReadFile(entry)
 	if err != nil {
+		if strings.IndexFunc(entry, isControl) >= 0 && errors.Unwrap(err) != nil {
+			// The error repeats the path as it is ("open <path>: ..."): the caller quotes it
+			// already, and a control character in it would break the error's line in the log.
+			err = errors.Unwrap(err)
+		}
 		return nil, fmt.Errorf("not PEM text, and not a file that can be read: %w", err)
 	}
 	return data, nil
+}
+
+// isControl reports whether r is an ASCII control character.
+func isControl(r rune) bool {
+	return r < ' ' || r == 0x7f
 }
 
 // shorten returns s, or its first line and an ellipsis when s is PEM text, for error messages.
