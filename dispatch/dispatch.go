@@ -102,7 +102,7 @@ func validateLanes(lanes map[string]Lane) error {
 	fallbacks := make(map[string]string, len(names))
 	for i := 0; i < len(names); i++ {
 		name := names[i]
-		lower := strings.ToLower(name)
+		lower := lowerASCII(name)
 		if !isLaneName(lower) {
 			return fmt.Errorf("%s: %q: bad lane name, want [a-z0-9][a-z0-9._-]{0,62}", badLanePath(name), name)
 		}
@@ -115,7 +115,7 @@ func validateLanes(lanes map[string]Lane) error {
 		if len(lanes[name].Servers) == 0 {
 			return fmt.Errorf("lanes.%s.servers: must not be empty", name)
 		}
-		fallbacks[lower] = strings.ToLower(lanes[name].Fallback)
+		fallbacks[lower] = lowerASCII(lanes[name].Fallback)
 	}
 	for i := 0; i < len(names); i++ {
 		name := names[i]
@@ -132,6 +132,16 @@ func validateLanes(lanes map[string]Lane) error {
 		}
 	}
 	return nil
+}
+
+// lowerASCII returns s lower-cased, or s itself when lower-casing changes its length: a
+// character that strings.ToLower maps into ASCII, such as the Kelvin sign (to k), would
+// otherwise make a lane name of what is none (mark refuses it as a lane).
+func lowerASCII(s string) string {
+	if lower := strings.ToLower(s); len(lower) == len(s) {
+		return lower
+	}
+	return s
 }
 
 // badLanePath returns the field path of the lane called name, which is not a lane name, for its
