@@ -301,7 +301,7 @@ func (s *server) proxyError(rw http.ResponseWriter, req *http.Request, err error
 		rw.WriteHeader(statusClientClosedRequest) // the client went away: not the server's fault
 		return
 	}
-	if clientFault(req) {
+	if clientFault(req) || invalidRequest(err) {
 		writeError(rw, http.StatusBadRequest) // not the server's fault
 		return
 	}
@@ -335,9 +335,9 @@ func (s *server) proxyError(rw http.ResponseWriter, req *http.Request, err error
 
 // clientFault reports whether the round trip failed through the client's fault: its body could
 // not be read (a malformed chunked encoding, the limit of a middleware before dispatch), or it
-// asked for an upgrade that ReverseProxy refuses. The body prepare gave the request is a
-// MaxBytesReader without a limit: it answers a read of nothing with the error it met, without
-// reading more.
+// asked for an upgrade that ReverseProxy refuses (what else the client sent may fail the request:
+// see invalidRequest). The body prepare gave the request is a MaxBytesReader without a limit: it
+// answers a read of nothing with the error it met, without reading more.
 func clientFault(req *http.Request) bool {
 	state := stateOf(req)
 	if state == nil {
@@ -351,6 +351,16 @@ func clientFault(req *http.Request) bool {
 	}
 	_, err := state.body.Read(nil)
 	return err != nil && err != io.EOF
+}
+
+// invalidRequest reports whether Go's transport refused to send the request because of the
+// headers or trailers the client sent: a Trailer header that declares a name that is not a token,
+// which Go's HTTP server lets through. The request never reached the server, and would fail the
+// same way on any other server or the fallback. The transport's errors are not exported, so
+// their messages tell.
+func invalidRequest(err error) bool {
+	msg := err.Error()
+	return strings.HasPrefix(msg, "net/http: invalid trailer ") || strings.HasPrefix(msg, "net/http: invalid header ")
 }
 
 // answered reports whether the server had answered the failed request: it passed an interim
