@@ -353,14 +353,15 @@ func clientFault(req *http.Request) bool {
 	return err != nil && err != io.EOF
 }
 
-// invalidRequest reports whether Go's transport refused to send the request because of the
-// headers or trailers the client sent: a Trailer header that declares a name that is not a token,
-// which Go's HTTP server lets through. The request never reached the server, and would fail the
-// same way on any other server or the fallback. The transport's errors are not exported, so
-// their messages tell.
+// invalidRequest reports whether the request could not be sent because of what the client sent:
+// Go's transport refused its headers or trailers (a Trailer header that declares a name that is
+// not a token, which Go's HTTP server lets through), or ReverseProxy refused its method (CONNECT,
+// since Go 1.27). The request never reached the server, and would fail the same way on any other
+// server or the fallback. These errors are not exported, so their messages tell.
 func invalidRequest(err error) bool {
 	msg := err.Error()
-	return strings.HasPrefix(msg, "net/http: invalid trailer ") || strings.HasPrefix(msg, "net/http: invalid header ")
+	return strings.HasPrefix(msg, "net/http: invalid trailer ") || strings.HasPrefix(msg, "net/http: invalid header ") ||
+		msg == "client sent unsupported CONNECT request"
 }
 
 // answered reports whether the server had answered the failed request: it passed an interim

@@ -768,6 +768,7 @@ func TestClientFaultsAreNotTheServers(t *testing.T) {
 	// request that counted would take the lane's only server down (its fallback none: 502).
 	tests := []struct {
 		name, raw string
+		forwarded bool // Go before 1.27 sends it to the server: 200 there
 	}{
 		{name: "malformed chunked body", raw: "POST / HTTP/1.1\r\nHost: front.example\r\nX-Gray-Lane: canary\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"},
 		{name: "upgrade to a protocol name that is not ASCII", raw: "GET / HTTP/1.1\r\nHost: front.example\r\nX-Gray-Lane: canary\r\nConnection: keep-alive, Upgrade\r\nUpgrade: caf\xc3\xa9\r\n\r\n"},
@@ -775,6 +776,8 @@ func TestClientFaultsAreNotTheServers(t *testing.T) {
 		// transport refuses to send the request (found by FuzzDispatchRequest).
 		{name: "trailer declared with a name that is not a token", raw: "POST / HTTP/1.1\r\nHost: front.example\r\nX-Gray-Lane: canary\r\nTransfer-Encoding: chunked\r\nTrailer: X\x8f-T\r\n\r\n1\r\na\r\n0\r\nX-T: 1\r\n\r\n"},
 		{name: "GET with such a trailer", raw: "GET / HTTP/1.1\r\nHost: front.example\r\nX-Gray-Lane: canary\r\nTransfer-Encoding: chunked\r\nTrailer: X\x8f-T\r\n\r\n0\r\n\r\n"},
+		// ReverseProxy refuses CONNECT since Go 1.27 (found by FuzzDispatchRequest on Go 1.27.3).
+		{name: "CONNECT", raw: "CONNECT front.example:443 HTTP/1.1\r\nHost: front.example:443\r\nX-Gray-Lane: canary\r\n\r\n", forwarded: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -785,7 +788,7 @@ func TestClientFaultsAreNotTheServers(t *testing.T) {
 			h := newHandler(t, cfg)
 			front := httptest.NewServer(h)
 			closeAndHold(t, front)
-			if status := rawStatus(t, front.URL, tt.raw); status != http.StatusBadRequest {
+			if status := rawStatus(t, front.URL, tt.raw); status != http.StatusBadRequest && !(tt.forwarded && status == http.StatusOK) {
 				t.Fatalf("broken request: status %d, want 400", status)
 			}
 			if rec := send(h, http.MethodGet, "canary", ""); rec.Code != http.StatusOK || rec.Header().Get("X-Backend") != "good" {
