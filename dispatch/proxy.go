@@ -355,13 +355,16 @@ func clientFault(req *http.Request) bool {
 
 // invalidRequest reports whether the request could not be sent because of what the client sent:
 // Go's transport refused its headers or trailers (a Trailer header that declares a name that is
-// not a token, which Go's HTTP server lets through), or ReverseProxy refused its method (CONNECT,
-// since Go 1.27). The request never reached the server, and would fail the same way on any other
-// server or the fallback. These errors are not exported, so their messages tell.
+// not a token, which Go's HTTP server lets through) or could not write its Host (an absolute
+// request target whose host is not valid IDNA, such as "http://o\x96her/": Go's server takes it
+// as the request's Host without checking it, and the transport fails once connected), or
+// ReverseProxy refused its method (CONNECT, since Go 1.27). The server got nothing it could act
+// on, and any other server or the fallback would fail the same way. These errors are not
+// exported, so their messages tell.
 func invalidRequest(err error) bool {
 	msg := err.Error()
 	return strings.HasPrefix(msg, "net/http: invalid trailer ") || strings.HasPrefix(msg, "net/http: invalid header ") ||
-		msg == "client sent unsupported CONNECT request"
+		strings.HasPrefix(msg, "idna: ") || msg == "client sent unsupported CONNECT request"
 }
 
 // answered reports whether the server had answered the failed request: it passed an interim
