@@ -48,9 +48,12 @@ func newIdentitySource(id Identity) identitySource {
 // a function of their own, so that (under Yaegi) a request with the header does not pay for them.
 func lookupIdentity(s *identitySource, req *http.Request) string {
 	// The first value of the header only; a range costs fewer values than len and an index
-	// under Yaegi, and the checks inline cost less than a call.
+	// under Yaegi, and the checks inline cost less than a call. v >= "!" costs what v != "" did
+	// and also leaves to headerID a value that begins with a blank (Go's HTTP/2 server, unlike
+	// its HTTP/1 server, does not trim header values), such as a blank one; a check of the last
+	// byte would cost every request five allocations, so a blank after a value stays.
 	for _, v := range req.Header[s.header] {
-		if v != "" && len(v) <= maxIDLen {
+		if v >= "!" && len(v) <= maxIDLen {
 			return v
 		}
 		break //nolint:staticcheck // SA4004: the first value only, on purpose
@@ -58,10 +61,15 @@ func lookupIdentity(s *identitySource, req *http.Request) string {
 	return identityBeyondHeader(s, req)
 }
 
-// identityBeyondHeader returns the user ID of req from the cookie, query or JWT claim source.
-// Each is read in a function of its own, so that (under Yaegi) a request pays only for the
+// identityBeyondHeader returns the user ID of req from the header source when lookupIdentity did
+// not take its value as it is, or from the cookie, query or JWT claim source. Each is read in a function of its own, so that (under Yaegi) a request pays only for the
 // sources configured; each returns "" for a value that is empty, blank or longer than maxIDLen.
 func identityBeyondHeader(s *identitySource, req *http.Request) string {
+	if s.header != "" {
+		if v := headerID(s, req); v != "" {
+			return v
+		}
+	}
 	if s.cookie != "" {
 		if v := cookieID(s, req); v != "" {
 			return v
@@ -76,6 +84,12 @@ func identityBeyondHeader(s *identitySource, req *http.Request) string {
 		return jwtID(s, req)
 	}
 	return ""
+}
+
+// headerID returns the user ID of req from the header source, or "": for a value that
+// lookupIdentity did not take as it is (one that begins with a blank, or is too long).
+func headerID(s *identitySource, req *http.Request) string {
+	return usableID(headerValue(req.Header, s.header))
 }
 
 // cookieID returns the user ID of req from the cookie source, or "".

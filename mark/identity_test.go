@@ -39,6 +39,9 @@ func TestIdentityOrder(t *testing.T) {
 		{name: "blank claim is none", req: request{headers: []string{"Authorization", bearer(`{"sub":" \r\n"}`)}}, want: ""},
 		{name: "spaces around a query ID are trimmed", req: request{target: "/?uid=%20q%09"}, want: "q"},
 		{name: "spaces around a cookie ID are trimmed", req: request{headers: []string{"Cookie", `uid=" c"`}}, want: "c"},
+		// Go's HTTP/2 server (and so Traefik's) does not trim header values as its HTTP/1 server does.
+		{name: "blank header falls through", req: request{target: "/?uid=q", headers: []string{"X-User-Id", " \t"}}, want: "q"},
+		{name: "spaces around a header ID are trimmed", req: request{headers: []string{"X-User-Id", "\th "}}, want: "h"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
