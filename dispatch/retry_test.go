@@ -169,6 +169,38 @@ func TestFallbackNoneStatusAfterRetries(t *testing.T) {
 	}
 }
 
+func TestFallbackNoneStatusOfAFallbackLane(t *testing.T) {
+	// Lane a times out and falls back to lane b, whose fallback is none: b answers for its own
+	// servers, 502 when it has none to try (README: 504 only when the lane's own servers were
+	// tried and the last one timed out), 504 when its server timed out too.
+	tests := []struct {
+		name string
+		b    func(t *testing.T) dispatch.Server
+		want int
+	}{
+		{name: "b drained", b: func(t *testing.T) dispatch.Server {
+			return dispatch.Server{URL: newBackend(t, "b").URL, Weight: intp(0)}
+		}, want: http.StatusBadGateway},
+		{name: "b refused", b: func(t *testing.T) dispatch.Server { return dispatch.Server{URL: closedURL(t)} }, want: http.StatusBadGateway},
+		{name: "b timed out", b: func(t *testing.T) dispatch.Server { return dispatch.Server{URL: slowBackend(t).URL} }, want: http.StatusGatewayTimeout},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := healthOff()
+			cfg.Timeouts.ResponseHeader = "100ms"
+			cfg.ServedByHeader = "X-Served-By"
+			a := laneConfig(slowBackend(t).URL)
+			a.Fallback = "b"
+			cfg.Lanes["a"] = a
+			cfg.Lanes["b"] = dispatch.Lane{Servers: []dispatch.Server{tt.b(t)}, Fallback: "none"}
+			rec := send(newHandler(t, cfg), http.MethodGet, "a", "")
+			if rec.Code != tt.want || rec.Header().Get("X-Served-By") != "b none" {
+				t.Fatalf("status %d served by %q, want %d served by %q", rec.Code, rec.Header().Get("X-Served-By"), tt.want, "b none")
+			}
+		})
+	}
+}
+
 func TestNoRetryAfterInterimResponse(t *testing.T) {
 	// The first server passes a 103 Early Hints on to the client, then hangs up: the client has
 	// seen something from it, so the request is not sent to the next server.
