@@ -165,7 +165,10 @@ func startCfgFuzzServers(t testing.TB) *cfgFuzzAddrs {
 	closeAndHold(t, ok)
 	closeAndHold(t, busy)
 	closeAndHold(t, secure)
-	t.Cleanup(func() { _ = ln.Close() })
+	t.Cleanup(func() {
+		_ = ln.Close()
+		holdPort(ln.Addr().String())
+	})
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: secure.Certificate().Raw})
 	return &cfgFuzzAddrs{up: ok.Listener.Addr().String(), down: ln.Addr().String(),
 		busy: busy.Listener.Addr().String(), tls: secure.Listener.Addr().String(), caPEM: string(caPEM), dir: t.TempDir()}

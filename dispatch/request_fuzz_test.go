@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/textproto"
@@ -234,15 +233,10 @@ var (
 func newReqFuzzRig(t testing.TB) *reqFuzzRig {
 	r := &reqFuzzRig{next: &reqFuzzNext{}, seen: map[string][]reqFuzzSeen{}}
 	good := httptest.NewServer(reqFuzzGood{rig: r})
-	t.Cleanup(good.Close)
+	closeAndHold(t, good)
 	unavailable := httptest.NewServer(reqFuzz503{rig: r})
-	t.Cleanup(unavailable.Close)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := "http://" + ln.Addr().String()
-	_ = ln.Close()
+	closeAndHold(t, unavailable)
+	refused := closedURL(t)
 	r.goodURL = good.URL
 	r.values = map[string]string{"{g}": reqFuzzStickyValue(good.URL), "{r}": reqFuzzStickyValue(refused),
 		"{5}": reqFuzzStickyValue(unavailable.URL)}

@@ -21,7 +21,7 @@ import (
 )
 
 // closedURL returns the URL of a server that was started and closed: connecting is refused.
-func closedURL(t *testing.T) string {
+func closedURL(t testing.TB) string {
 	t.Helper()
 	srv := httptest.NewServer(http.NotFoundHandler())
 	u := srv.URL
@@ -355,7 +355,7 @@ func TestBodyIsRetriedOnlyWhenNeverSent(t *testing.T) {
 		first      func(t *testing.T) string
 		wantStatus int
 	}{
-		{name: "connection refused", first: closedURL, wantStatus: http.StatusOK},
+		{name: "connection refused", first: func(t *testing.T) string { return closedURL(t) }, wantStatus: http.StatusOK},
 		{name: "connection closed by the server", first: func(t *testing.T) string { return newHangUpServer(t).url }, wantStatus: http.StatusBadGateway},
 	}
 	for _, tt := range tests {
