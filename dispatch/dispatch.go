@@ -148,10 +148,8 @@ func lowerASCII(s string) string {
 // error: lanes.<name>, or lanes alone when name holds a control character, which would break the
 // error's line in Traefik's log (the error quotes the name after the path).
 func badLanePath(name string) string {
-	for i := 0; i < len(name); i++ {
-		if name[i] < ' ' || name[i] == 0x7f {
-			return "lanes"
-		}
+	if strings.IndexFunc(name, isControl) >= 0 {
+		return "lanes"
 	}
 	return "lanes." + name
 }
