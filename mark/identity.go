@@ -62,8 +62,9 @@ func lookupIdentity(s *identitySource, req *http.Request) string {
 }
 
 // identityBeyondHeader returns the user ID of req from the header source when lookupIdentity did
-// not take its value as it is, or from the cookie, query or JWT claim source. Each is read in a function of its own, so that (under Yaegi) a request pays only for the
-// sources configured; each returns "" for a value that is empty, blank or longer than maxIDLen.
+// not take its value as it is, or from the cookie, query or JWT claim source. Each is read in a
+// function of its own, so that (under Yaegi) a request pays only for the sources configured;
+// each returns "" for a value that is empty, blank or longer than maxIDLen.
 func identityBeyondHeader(s *identitySource, req *http.Request) string {
 	if s.header != "" {
 		if v := headerID(s, req); v != "" {
