@@ -115,6 +115,8 @@ func TestInvalidConfigs(t *testing.T) {
 			want: `lanes.canary.servers[0].url: "http://10.0.0.5:99999": port must be 1 to 65535`},
 		{name: "url port 0", cfg: dispatch.Config{Lanes: map[string]dispatch.Lane{"canary": laneOfOne("http://10.0.0.5:0", nil)}},
 			want: `lanes.canary.servers[0].url: "http://10.0.0.5:0": port must be 1 to 65535`},
+		{name: "url host not UTF-8", cfg: dispatch.Config{Lanes: map[string]dispatch.Lane{"canary": laneOfOne("http://o\x96her.example", nil)}},
+			want: `lanes.canary.servers[0].url: "http://o\x96her.example": host is not valid UTF-8`},
 		{name: "url unparsable", cfg: dispatch.Config{Lanes: map[string]dispatch.Lane{"canary": laneOfOne("http://10.0.0.5:port", nil)}},
 			want: `lanes.canary.servers[0].url: "http://10.0.0.5:port": not a URL`},
 		{name: "weight too large", cfg: dispatch.Config{Lanes: map[string]dispatch.Lane{"canary": {Servers: []dispatch.Server{

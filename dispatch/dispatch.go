@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // Values of UnknownLane and of a lane's Fallback.
@@ -329,8 +330,8 @@ func buildServer(laneName string, index int, cfg Server, opts *serverOptions, co
 	return s, nil
 }
 
-// parseServerURL accepts an absolute http or https URL with a host, an optional port (1 to
-// 65535) and an optional path.
+// parseServerURL accepts an absolute http or https URL with a host (valid UTF-8), an optional
+// port (1 to 65535) and an optional path.
 func parseServerURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(strings.TrimSpace(raw))
 	if err != nil {
@@ -341,6 +342,11 @@ func parseServerURL(raw string) (*url.URL, error) {
 	}
 	if u.Hostname() == "" {
 		return nil, errors.New("no host")
+	}
+	if !utf8.ValidString(u.Host) {
+		// url.Parse lets bytes that are no UTF-8 through; no name server knows such a host,
+		// and Go's transport could not write it as the request's Host.
+		return nil, errors.New("host is not valid UTF-8")
 	}
 	if port := u.Port(); port != "" {
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
