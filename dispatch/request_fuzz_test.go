@@ -545,7 +545,9 @@ func (r *reqFuzzRig) check(t testing.TB, in reqFuzzInput) {
 	for i := 0; i < len(seen); i++ {
 		s := seen[i]
 		count[s.server]++
-		if !dropsLane && !reflect.DeepEqual(s.lanes, values) {
+		// (Compared without the blanks around each value, which the lane server's HTTP/1
+		// server trims: an obs-fold continuation line leaves one at the end of the value.)
+		if !dropsLane && !reflect.DeepEqual(reqFuzzTrimmed(s.lanes), reqFuzzTrimmed(values)) {
 			t.Errorf("request %s of lane %s: server %s got lane header %q, want %q", desc, lane, s.server, s.lanes, values)
 		}
 		// (A host that is not ASCII is sent as IDNA by Go 1.26, refused by Go 1.27: see above.)
@@ -591,4 +593,13 @@ func TestDispatchRequestSeeds(t *testing.T) {
 	for _, in := range reqFuzzSeeds {
 		r.check(t, in)
 	}
+}
+
+// reqFuzzTrimmed returns values without the spaces and tabs around each value.
+func reqFuzzTrimmed(values []string) []string {
+	out := make([]string, len(values))
+	for i := 0; i < len(values); i++ {
+		out[i] = strings.Trim(values[i], " \t")
+	}
+	return out
 }
