@@ -43,34 +43,41 @@ func newIdentitySource(id Identity) identitySource {
 	return s
 }
 
-// lookupIdentity returns the user ID of req, or "" when it has none. A source whose value is empty or
-// longer than maxIDLen bytes is skipped. The header, the usual source, is read here; the others in
-// a function of their own, so that (under Yaegi) a request with the header does not pay for them.
+// lookupIdentity returns the user ID of req, or "" when it has none. A source whose value is
+// empty or blank once trimmed, or longer than maxIDLen bytes, is skipped. The header, the usual
+// source, is read here; the others in a function of their own, so that (under Yaegi) a request
+// with the header does not pay for them.
 func lookupIdentity(s *identitySource, req *http.Request) string {
 	// The first value of the header only; a range costs fewer values than len and an index
 	// under Yaegi, and the checks inline cost less than a call. v >= "!" costs what v != "" did
-	// and also leaves to headerID a value that begins with a blank (Go's HTTP/2 server, unlike
-	// its HTTP/1 server, does not trim header values), such as a blank one; a check of the last
-	// byte would cost every request five allocations, so a blank after a value stays.
+	// and also leaves to identityAfterHeader a value that begins with a blank (Go's HTTP/2
+	// server, unlike its HTTP/1 server, does not trim header values), such as a blank one; a
+	// check of the last byte would cost every request five allocations, so a blank after a value
+	// stays. (The call there costs the requests that take the header nothing measurable, and a
+	// request without the header nothing at all.)
 	for _, v := range req.Header[s.header] {
 		if v >= "!" && len(v) <= maxIDLen {
 			return v
 		}
-		break //nolint:staticcheck // SA4004: the first value only, on purpose
+		return identityAfterHeader(s, req, v) //nolint:staticcheck // SA4004: the first value only, on purpose
 	}
 	return identityBeyondHeader(s, req)
 }
 
-// identityBeyondHeader returns the user ID of req from the header source when lookupIdentity did
-// not take its value as it is, or from the cookie, query or JWT claim source. Each is read in a
-// function of its own, so that (under Yaegi) a request pays only for the sources configured;
-// each returns "" for a value that is empty, blank or longer than maxIDLen.
-func identityBeyondHeader(s *identitySource, req *http.Request) string {
-	if s.header != "" {
-		if v := headerID(s, req); v != "" {
-			return v
-		}
+// identityAfterHeader returns the user ID of req when lookupIdentity did not take the first value
+// of its identity header, v, as it is (empty, beginning with a blank, or too long): v trimmed,
+// or the ID from the next sources.
+func identityAfterHeader(s *identitySource, req *http.Request, v string) string {
+	if v = usableID(v); v != "" {
+		return v
 	}
+	return identityBeyondHeader(s, req)
+}
+
+// identityBeyondHeader returns the user ID of req from the cookie, query or JWT claim source.
+// Each is read in a function of its own, so that (under Yaegi) a request pays only for the
+// sources configured; each returns "" for a value that is empty, blank or longer than maxIDLen.
+func identityBeyondHeader(s *identitySource, req *http.Request) string {
 	if s.cookie != "" {
 		if v := cookieID(s, req); v != "" {
 			return v
@@ -85,12 +92,6 @@ func identityBeyondHeader(s *identitySource, req *http.Request) string {
 		return jwtID(s, req)
 	}
 	return ""
-}
-
-// headerID returns the user ID of req from the header source, or "": for a value that
-// lookupIdentity did not take as it is (one that begins with a blank, or is too long).
-func headerID(s *identitySource, req *http.Request) string {
-	return usableID(headerValue(req.Header, s.header))
 }
 
 // cookieID returns the user ID of req from the cookie source, or "".
