@@ -54,13 +54,6 @@ http:
 // retry past a refused server, no internal marker among the response headers, and an event
 // stream that is not buffered.
 func TestTraefikHTTP2(t *testing.T) {
-	// Registered first, so it runs after every other Cleanup (which stop the processes).
-	t.Cleanup(func() {
-		if left := harness.LeftoverProcesses(); len(left) > 0 {
-			t.Errorf("processes left running: %v", left)
-		}
-	})
-
 	stable := harness.StartBackend(t, "stable")
 	canary := harness.StartBackend(t, "canary")
 	closedURL := "http://127.0.0.1:" + strconv.Itoa(harness.FreePort(t)) // nothing listens there
@@ -81,9 +74,9 @@ func TestTraefikHTTP2(t *testing.T) {
 	}
 	defer client.CloseIdleConnections()
 
-	// do sends one request over HTTP/2, checks what every answer must be and returns the
-	// response headers and the backend's JSON description of the request.
-	do := func(t *testing.T, path string, headers map[string]string) (http.Header, map[string]any) {
+	// do sends one request over HTTP/2, checks what every answer must be and returns it with the
+	// backend's JSON description of the request.
+	do := func(t *testing.T, path string, headers map[string]string) *harness.Reply {
 		t.Helper()
 		req, err := http.NewRequest(http.MethodGet, base+path, nil)
 		if err != nil {
@@ -98,24 +91,15 @@ func TestTraefikHTTP2(t *testing.T) {
 			t.Fatalf("GET %s: %v", path, err)
 		}
 		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
+		reply := &harness.Reply{Status: resp.StatusCode, Header: resp.Header}
+		if reply.Body, err = io.ReadAll(resp.Body); err != nil {
 			t.Fatalf("GET %s: body: %v", path, err)
 		}
 		checkHTTP2Response(t, resp)
-		var obj map[string]any
-		if err := json.Unmarshal(body, &obj); err != nil {
-			t.Fatalf("GET %s: %d, not a JSON object: %q", path, resp.StatusCode, body)
+		if err := json.Unmarshal(reply.Body, &reply.JSON); err != nil || reply.Status != http.StatusOK {
+			t.Fatalf("GET %s: %d, want 200 with a JSON object: %q", path, reply.Status, reply.Body)
 		}
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("GET %s: %d: %s", path, resp.StatusCode, body)
-		}
-		return resp.Header, obj
-	}
-	seen := func(obj map[string]any, name string) string {
-		h, _ := obj["headers"].(map[string]any)
-		s, _ := h[http.CanonicalHeaderKey(name)].(string)
-		return s
+		return reply
 	}
 
 	for _, c := range []struct {
@@ -136,17 +120,17 @@ func TestTraefikHTTP2(t *testing.T) {
 			// picks each of its two servers once in any two picks, so one of the tester's first
 			// two requests goes to the refused server first and is retried on the backend.
 			for i := 0; i < 4; i++ {
-				header, obj := do(t, "/", c.headers)
-				if got, _ := obj["backend"].(string); got != c.backend {
-					t.Fatalf("request %d answered by %q, want %q: %v", i, got, c.backend, obj)
+				reply := do(t, "/", c.headers)
+				if got := reply.Backend(); got != c.backend {
+					t.Fatalf("request %d answered by %q, want %q: %v", i, got, c.backend, reply.JSON)
 				}
-				if got := seen(obj, "X-Gray-Lane"); got != c.lane {
+				if got := reply.RequestHeader("X-Gray-Lane"); got != c.lane {
 					t.Errorf("backend saw X-Gray-Lane %q, want %q", got, c.lane)
 				}
-				if got := seen(obj, "X-Forwarded-Proto"); got != "https" {
+				if got := reply.RequestHeader("X-Forwarded-Proto"); got != "https" {
 					t.Errorf("backend saw X-Forwarded-Proto %q, want https", got)
 				}
-				rule, upstream := header.Get("X-Gray-Rule"), header.Get("X-Gray-Upstream")
+				rule, upstream := reply.Header.Get("X-Gray-Rule"), reply.Header.Get("X-Gray-Upstream")
 				if c.lane == "canary" {
 					if rule != "testers" {
 						t.Errorf("X-Gray-Rule %q, want testers", rule)
