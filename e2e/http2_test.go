@@ -1,8 +1,6 @@
 package e2e_test
 
 import (
-	"bufio"
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"io"
@@ -146,39 +144,7 @@ func TestTraefikHTTP2(t *testing.T) {
 	}
 
 	t.Run("sse", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/sse?n=3&gap=3s", nil)
-		req.Host = "h2.test"
-		req.Header.Set("X-User-Id", "1001")
-		start := time.Now()
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		checkHTTP2Response(t, resp)
-		rd := bufio.NewReader(resp.Body)
-		line, err := rd.ReadString('\n')
-		if err != nil || line != "id: 0\n" {
-			t.Fatalf("first line %q, %v", line, err)
-		}
-		if d := time.Since(start); d > 2*time.Second { // against a 3 s gap: a stall is not buffering
-			t.Errorf("first event took %s: the stream is buffered", d)
-		}
-		if got := resp.Header.Get("X-Backend"); got != "canary" {
-			t.Errorf("events from %q, want canary", got)
-		}
-		rest, err := io.ReadAll(rd)
-		if err != nil {
-			t.Fatalf("rest of the stream: %v", err)
-		}
-		if n := strings.Count(string(rest), "data: canary "); n != 3 {
-			t.Errorf("%d events in all, want 3: %q", n, line+string(rest))
-		}
-		if d := time.Since(start); d < 5*time.Second {
-			t.Errorf("the stream ended after %s, before its two 3 s gaps", d)
-		}
+		checkEventStream(t, client, base, "h2.test", checkHTTP2Response)
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -229,32 +230,53 @@ func testLanes(t *testing.T, tr *harness.Traefik) {
 // testStreaming checks that a lane's server-sent events arrive one by one and that a WebSocket
 // upgrade works through the dispatch middleware.
 func testStreaming(t *testing.T, tr *harness.Traefik) {
-	t.Run("sse", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, tr.URL+"/sse?n=3&gap=3s", nil)
-		req.Host = "app.test"
-		req.Header.Set("X-User-Id", "1001")
-		start := time.Now()
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		line, err := bufio.NewReader(resp.Body).ReadString('\n')
-		if err != nil || line != "id: 0\n" {
-			t.Fatalf("first line %q, %v", line, err)
-		}
-		if d := time.Since(start); d > 2*time.Second { // against a 3 s gap: a stall is not buffering
-			t.Errorf("first event took %s: the stream is buffered", d)
-		}
-		if got := resp.Header.Get("X-Backend"); got != "canary" {
-			t.Errorf("events from %q, want canary", got)
-		}
-	})
+	t.Run("sse", func(t *testing.T) { checkEventStream(t, http.DefaultClient, tr.URL, "app.test", nil) })
 	t.Run("websocket", func(t *testing.T) {
 		checkWebSocketEcho(t, tr.URL, http.Header{"Host": {"app.test"}, "X-User-Id": {"1001"}}, "canary", "one", "two")
 	})
+}
+
+// checkEventStream reads the backend's event stream (/sse: 3 events, 3 s apart) of tester 1001
+// through Traefik at base, Host host, with client, and checks that the canary sends it, that its
+// first event arrives within 2 s (against a 3 s gap: not buffered) and that every event arrives.
+// check, if not nil, checks the response too.
+func checkEventStream(t *testing.T, client *http.Client, base, host string, check func(*testing.T, *http.Response)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/sse?n=3&gap=3s", nil)
+	req.Host = host
+	req.Header.Set("X-User-Id", "1001")
+	start := time.Now()
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if check != nil {
+		check(t, resp)
+	}
+	rd := bufio.NewReader(resp.Body)
+	line, err := rd.ReadString('\n')
+	if err != nil || line != "id: 0\n" {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("first event took %s: the stream is buffered", d)
+	}
+	if got := resp.Header.Get("X-Backend"); got != "canary" {
+		t.Errorf("events from %q, want canary", got)
+	}
+	rest, err := io.ReadAll(rd)
+	if err != nil {
+		t.Fatalf("rest of the stream: %v", err)
+	}
+	if n := strings.Count(string(rest), "data: canary "); n != 3 {
+		t.Errorf("%d events in all, want 3: %q", n, line+string(rest))
+	}
+	if d := time.Since(start); d < 5*time.Second {
+		t.Errorf("the stream ended after %s, before its two 3 s gaps", d)
+	}
 }
 
 // checkWebSocketEcho opens a WebSocket to the backend's /ws echo through Traefik at url, with the
